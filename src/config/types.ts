@@ -1,0 +1,127 @@
+/**
+ * The shape of colo-agent's effective configuration: what `loadConfig()` returns.
+ *
+ * This interface is written out by hand so it reads well; `schema.ts` is typed as `SchemaOf<AgentConfig>`,
+ * so the compiler rejects a schema key that is missing here, extra here, or has a default of another type.
+ * Components never import this: the agent maps it onto each component's own options.
+ */
+import type { LOG_LEVELS } from '../log.js';
+
+/** `witness` is reserved for the arbitration issue: a third node that only votes, runs no QEMU. */
+export const NODE_ROLES = ['primary', 'secondary', 'witness'] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+
+/** `none` is unsafe against network partitions (both sides may take over); see the schema doc. */
+export const ARBITER_MODES = ['none', 'witness', 'etcd'] as const;
+export type ArbiterMode = (typeof ARBITER_MODES)[number];
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface NodeConfig {
+  /** Never empty here: an empty `node.name` in the sources is replaced by os.hostname() at load time. */
+  name: string;
+  role: NodeRole;
+  stateDir: string;
+}
+
+export interface QemuConfig {
+  /** "unix:PATH" or "tcp:HOST:PORT"; parse with `parseQmpAddress()`. */
+  qmp: string;
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+  /** "auto" or "MAJOR.MINOR[.MICRO]". */
+  profile: string;
+}
+
+export interface HeartbeatConfig {
+  /** "HOST:PORT"; parse with `parseHostPort()`. */
+  listen: string;
+  /** One "HOST:PORT" per network path to the peer. */
+  peers: string[];
+  /** Empty only when `insecure` is true. */
+  keyFile: string;
+  insecure: boolean;
+  intervalMs: number;
+  missThreshold: number;
+  suspectMisses: number;
+  recoverBeats: number;
+  startupGraceMs: number;
+  /** 0 = phi accrual off. */
+  phiThreshold: number;
+  maxFrameBytes: number;
+  maxConnectionsPerSource: number;
+  helloTimeoutMs: number;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+}
+
+/**
+ * QEMU object and chardev ids of the documented COLO proxy. Keys are the documented names, with
+ * "compare0-0" spelled `compare0_0` (a key cannot hold "-" comfortably); values default to the documented names.
+ */
+export interface ColoIdsConfig {
+  comp0: string;
+  iothread1: string;
+  m0: string;
+  redire0: string;
+  redire1: string;
+  f1: string;
+  f2: string;
+  rew0: string;
+  red0: string;
+  red1: string;
+  mirror0: string;
+  compare1: string;
+  compare0: string;
+  compare0_0: string;
+  compare_out: string;
+  compare_out0: string;
+}
+
+export interface ColoConfig {
+  primaryHost: string;
+  secondaryHost: string;
+  disk: string;
+  replicationNode: string;
+  quorumChild: string;
+  nbdExport: string;
+  nbdPort: number;
+  migrationPort: number;
+  mirrorPort: number;
+  compare1Port: number;
+  compare0Port: number;
+  compareOutPort: number;
+  checkpointDelayMs: number;
+  ids: ColoIdsConfig;
+}
+
+export interface FailoverConfig {
+  enabled: boolean;
+  stepTimeoutMs: number;
+}
+
+export interface ArbiterConfig {
+  mode: ArbiterMode;
+}
+
+export interface MetricsConfig {
+  /** "HOST:PORT", or "" when metrics are off. */
+  listen: string;
+}
+
+export interface LogConfig {
+  level: LogLevel;
+}
+
+export interface AgentConfig {
+  node: NodeConfig;
+  qemu: QemuConfig;
+  heartbeat: HeartbeatConfig;
+  colo: ColoConfig;
+  failover: FailoverConfig;
+  arbiter: ArbiterConfig;
+  metrics: MetricsConfig;
+  log: LogConfig;
+}
