@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+/**
+ * The `colo-agent` command. Exit codes: 0 success, 1 runtime failure (including a QMP error
+ * reply), 2 usage or configuration error.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
+import { demo } from './commands/demo.js';
+import { keygen } from './commands/keygen.js';
+import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
+import { runAgent } from './commands/run.js';
+import { ConfigError } from './config/index.js';
+import { ColoAgentError } from './errors.js';
+import { KeyFileError } from './heartbeat/errors.js';
+import { createLogger } from './log.js';
+import { QmpCommandError } from './qmp/index.js';
+
+const USAGE = `usage: colo-agent <command> [options]
+
+commands:
+  run           --config FILE [--config FILE2 ...] [--set key=value ...]   run the agent
+  check-config  --config FILE [--set key=value ...]   validate; print the effective config (secrets redacted)
+  qmp           --qmp unix:PATH|tcp:HOST:PORT COMMAND [JSON-ARGS] [--timeout MS] [--oob]
+                send one QMP command and print the JSON reply (exit 1 on a QMP error)
+  keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
+  demo          run a primary and a secondary agent on 127.0.0.1 / 127.0.0.2 (Ctrl-C stops both)
+  version       print the version
+
+Config keys can also come from COLO_AGENT_* environment variables (see README).`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
+
+function configSources(values: { config?: string[]; set?: string[] }): ConfigSources {
+  if (!values.config?.length) throw new UsageError('--config FILE is required');
+  return { files: values.config, sets: values.set ?? [] };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
+      });
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
+      process.on('uncaughtException', (e) => {
+        // A bug, not bad input (bad input is handled where it arrives): log it and let the
+        // service manager restart us rather than run in an unknown state.
+        logger.fatal({ err: e }, 'uncaught exception');
+        process.exit(70);
+      });
+      await runAgent(cfg, logger);
+      return -1; // keep running until a signal
+    }
+    case 'check-config': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
+      });
+      await checkConfig(configSources(values), out, (w) => err(`warning: ${w}`));
+      return 0;
+    }
+    case 'qmp': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: { qmp: { type: 'string' }, timeout: { type: 'string', default: '5000' }, oob: { type: 'boolean', default: false } },
+      });
+      if (!values.qmp) throw new UsageError('--qmp unix:PATH or tcp:HOST:PORT is required');
+      const [cmd, json, extra] = positionals;
+      if (!cmd || extra !== undefined) throw new UsageError('give one QMP command and at most one JSON argument object');
+      const timeoutMs = Number(values.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout must be a positive integer (ms)');
+      const reply = await qmpCommand({ address: values.qmp, command: cmd, args: parseJsonArgs(json), timeoutMs, oob: values.oob });
+      out(JSON.stringify(reply ?? {}));
+      return 0;
+    }
+    case 'keygen': {
+      const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });
+      if (!values.out) throw new UsageError('--out FILE is required');
+      await keygen(values.out, values.force);
+      err(`wrote a new heartbeat key to ${values.out} (mode 0600); copy it to the peer over a trusted channel`);
+      return 0;
+    }
+    case 'demo':
+      await demo(out);
+      return 0;
+    case 'version':
+    case '--version':
+      out(version());
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      out(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+function report(e: unknown): number {
+  if (e instanceof ConfigError) {
+    err(`invalid configuration:\n${e.message}`);
+    return 2;
+  }
+  if (e instanceof QmpCommandError) {
+    out(JSON.stringify({ error: { class: e.errorClass, desc: e.desc } }));
+    err(`QMP error: ${e.errorClass}: ${e.desc}`);
+    return 1;
+  }
+  if (e instanceof UsageError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
+    err(`${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (e instanceof KeyFileError) {
+    err(`heartbeat key: ${e.message}`);
+    return 2;
+  }
+  if (e instanceof ColoAgentError) {
+    err(`${e.code}: ${e.message}`);
+    return 1;
+  }
+  err(`error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.exitCode = report(e);
+  },
+);

@@ -1,0 +1,35 @@
+/**
+ * `colo-agent run --config FILE`: the daemon. Stops cleanly on SIGTERM/SIGINT (telling the peer it
+ * is a planned stop); a second signal forces the exit.
+ */
+import { Agent } from '../agent.js';
+import type { AgentConfig } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { loadHeartbeatKey } from './check-config.js';
+
+export async function runAgent(cfg: AgentConfig, logger: Logger): Promise<Agent> {
+  const key = await loadHeartbeatKey(cfg);
+  if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
+  const agent = new Agent(cfg, { logger, key });
+  await agent.start();
+
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal: sig }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal: sig }, 'stopping');
+    agent.stop(`planned stop (${sig})`).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return agent;
+}

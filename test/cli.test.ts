@@ -1,0 +1,122 @@
+/**
+ * The `colo-agent` command as an operator uses it: exit codes, what goes to stdout/stderr, and
+ * that key material never appears in any output. `qmp` runs against a real QEMU.
+ */
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCli } from './helpers/cli.js';
+import { qemuAvailable, startQemu } from './helpers/qemu.js';
+import { shortTempDir } from './helpers/short-temp-dir.js';
+
+const EXAMPLE = new URL('../config/examples/primary.yaml', import.meta.url).pathname;
+
+function keyFile(dir: string): { path: string; key: Buffer } {
+  const key = randomBytes(32);
+  const path = join(dir, 'hb.key');
+  writeFileSync(path, key, { mode: 0o600 });
+  return { path, key };
+}
+
+t.test('check-config prints the effective config, key file redacted, key bytes nowhere', async (t) => {
+  const dir = shortTempDir(t);
+  const { path, key } = keyFile(dir);
+  const r = await runCli(['check-config', '--config', EXAMPLE, '--set', `heartbeat.keyFile=${path}`, '--set', 'heartbeat.intervalMs=50']);
+  t.equal(r.code, 0, r.stderr);
+  const cfg = JSON.parse(r.stdout) as { heartbeat: { intervalMs: number; keyFile: string }; node: { role: string } };
+  t.equal(cfg.heartbeat.intervalMs, 50, '--set applies');
+  t.equal(cfg.node.role, 'primary');
+  t.equal(cfg.heartbeat.keyFile, '[redacted]');
+  for (const enc of ['hex', 'base64', 'latin1'] as const) {
+    t.notOk((r.stdout + r.stderr).includes(key.toString(enc)), `no key bytes (${enc}) in the output`);
+  }
+  t.match(r.stderr, /arbiter\.mode is none/, 'warns that arbiter none is unsafe');
+});
+
+t.test('check-config rejects bad config with one line per problem and exit 2', async (t) => {
+  const dir = shortTempDir(t);
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, 'node:\n  role: primary\nheartbeat:\n  intervalMs: fast\n  peers: [127.0.0.2:7410]\n  bogus: 1\n');
+  const r = await runCli(['check-config', '--config', bad]);
+  t.equal(r.code, 2);
+  t.equal(r.stdout, '', 'nothing on stdout');
+  t.match(r.stderr, /heartbeat\.intervalMs: .*fast/);
+  t.match(r.stderr, /heartbeat\.bogus: unknown key/);
+});
+
+t.test('check-config names a missing or short key file without printing its content', async (t) => {
+  const dir = shortTempDir(t);
+  const missing = await runCli(['check-config', '--config', EXAMPLE, '--set', `heartbeat.keyFile=${join(dir, 'nope.key')}`]);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /heartbeat key: .*nope\.key/);
+  const short = join(dir, 'short.key');
+  writeFileSync(short, 'sixteen-bytes!!!');
+  const r = await runCli(['check-config', '--config', EXAMPLE, '--set', `heartbeat.keyFile=${short}`]);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /32/, 'says how long a key must be');
+  t.notOk(r.stderr.includes('sixteen-bytes'), 'the short key is not echoed');
+});
+
+t.test('usage errors exit 2 with the usage text', async (t) => {
+  for (const args of [['bogus'], ['check-config'], ['qmp', 'query-status'], ['run', '--nope']]) {
+    const r = await runCli(args);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, /usage: colo-agent/);
+  }
+  const v = await runCli(['version']);
+  t.equal(v.code, 0);
+  t.match(v.stdout.trim(), /^\d+\.\d+\.\d+$/);
+});
+
+t.test('keygen writes a private 32-byte key and refuses to overwrite one', async (t) => {
+  const dir = shortTempDir(t);
+  const out = join(dir, 'k');
+  t.equal((await runCli(['keygen', '--out', out])).code, 0);
+  t.equal(readFileSync(out).length, 32);
+  t.equal(statSync(out).mode & 0o777, 0o600);
+  const before = readFileSync(out);
+  const again = await runCli(['keygen', '--out', out]);
+  t.equal(again.code, 1, 'an existing key is kept');
+  t.same(readFileSync(out), before);
+  t.equal((await runCli(['keygen', '--out', out, '--force'])).code, 0);
+  t.not(readFileSync(out).toString('hex'), before.toString('hex'), '--force replaces it');
+});
+
+t.test('run refuses to start without its key file', async (t) => {
+  const dir = shortTempDir(t);
+  const r = await runCli(['run', '--config', EXAMPLE, '--set', `heartbeat.keyFile=${join(dir, 'missing.key')}`]);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /heartbeat key/);
+});
+
+t.test('qmp against a real QEMU', async (t) => {
+  const avail = await qemuAvailable();
+  if (!avail.ok) {
+    t.skip(`QEMU not available: ${avail.reason}`);
+    return;
+  }
+  const q = await startQemu({ t });
+  const addr = q.qmpAddresses[0]!;
+
+  const status = await runCli(['qmp', '--qmp', addr, 'query-status']);
+  t.equal(status.code, 0, status.stderr);
+  t.match(JSON.parse(status.stdout), { status: 'prelaunch', running: false });
+
+  const withArgs = await runCli(['qmp', '--qmp', addr, 'qom-get', '{"path":"/machine","property":"type"}']);
+  t.equal(withArgs.code, 0, withArgs.stderr);
+  t.match(JSON.parse(withArgs.stdout), /pc/);
+
+  const err = await runCli(['qmp', '--qmp', addr, 'x-colo-lost-heartbeat']);
+  t.equal(err.code, 1, 'a QMP error exits 1');
+  // 7.2 says "The feature 'colo' is not enabled" before x-colo is set, "VM is not in COLO mode" after.
+  t.match(JSON.parse(err.stdout), { error: { class: 'GenericError', desc: /colo/i } });
+
+  const badJson = await runCli(['qmp', '--qmp', addr, 'query-status', '{not json']);
+  t.equal(badJson.code, 2);
+  t.match(badJson.stderr, /JSON object/);
+
+  const unreachable = await runCli(['qmp', '--qmp', `unix:${join(q.dir, 'absent.sock')}`, 'query-status', '--timeout', '500']);
+  t.equal(unreachable.code, 1);
+  t.match(unreachable.stderr, /QMP/);
+});
