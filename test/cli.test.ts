@@ -90,12 +90,8 @@ t.test('run refuses to start without its key file', async (t) => {
   t.match(r.stderr, /heartbeat key/);
 });
 
-t.test('qmp against a real QEMU', async (t) => {
-  const avail = await qemuAvailable();
-  if (!avail.ok) {
-    t.skip(`QEMU not available: ${avail.reason}`);
-    return;
-  }
+const avail = await qemuAvailable();
+t.test('qmp against a real QEMU', { skip: avail.ok ? false : `QEMU not available: ${avail.reason}` }, async (t) => {
   const q = await startQemu({ t });
   const addr = q.qmpAddresses[0]!;
 
