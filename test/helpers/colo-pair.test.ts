@@ -227,6 +227,16 @@ interface FailoverRun {
  * SIGKILL `victim`, then on the survivor (through a recording QMP tap): optionally query-yank and
  * yank the dead peer's connections, then run the documented failover sequence step by step.
  */
+/** query-status until the VM runs again, or its last answer after 3 s. */
+async function waitForRunning(client: QmpClient): Promise<{ running: boolean; status: string }> {
+  const until = performance.now() + 3000;
+  for (;;) {
+    const st = (await queryStatus(client)) as { running: boolean; status: string };
+    if (st.running || performance.now() > until) return st;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function runFailover(t: Test, pair: ColoPair, victim: ColoRole, opts: { yank: boolean; scenario: string }): Promise<FailoverRun> {
   const survivor = pair.side(victim === 'primary' ? 'secondary' : 'primary');
   const rec = await recordQmp(survivor.spareQmpPaths[0] as string, survivor.dir);
@@ -324,7 +334,9 @@ for (const yank of [false, true]) {
     const run = await runFailover(t, pair, 'secondary', { yank, scenario });
     if (!run.results.every((r) => r.ok)) return;
     t.same(await queryColoStatus(run.client), { mode: 'none', 'last-mode': 'primary', reason: 'request' });
-    t.match(await queryStatus(run.client), { running: true, status: 'running' });
+    // x-colo-lost-heartbeat replies before COLO_EXIT and RESUME: the VM is back to running a
+    // moment later (query-status said {status: colo, running: false} right after, once here).
+    t.match(await waitForRunning(run.client), { running: true, status: 'running' });
     const objects = await listObjects(run.client);
     const { ids } = pair.colo;
     for (const id of [ids.comp0, ids.iothread1, ids.m0, ids.redire0, ids.redire1]) t.notOk(objects.includes(id), `${id} gone`);
@@ -341,7 +353,9 @@ for (const yank of [false, true]) {
     const run = await runFailover(t, pair, 'primary', { yank, scenario });
     if (!run.results.every((r) => r.ok)) return;
     t.same(await queryColoStatus(run.client), { mode: 'none', 'last-mode': 'secondary', reason: 'request' });
-    t.match(await queryStatus(run.client), { running: true, status: 'running' });
+    // x-colo-lost-heartbeat replies before COLO_EXIT and RESUME: the VM is back to running a
+    // moment later (query-status said {status: colo, running: false} right after, once here).
+    t.match(await waitForRunning(run.client), { running: true, status: 'running' });
     const { ids } = pair.colo;
     const objects = await listObjects(run.client);
     for (const id of [ids.f1, ids.f2]) t.notOk(objects.includes(id), `${id} gone`);

@@ -126,7 +126,9 @@ t.test('connecting to a frozen QEMU times out instead of hanging', { skip }, asy
     (e: unknown) => e,
   )) as QmpConnectError;
   t.type(err, QmpConnectError);
-  t.equal(err.timedOut, true);
+  // Either the greeting never came within the budget, or the frozen QEMU's accept queue was
+  // already full and the kernel refused the connect with EAGAIN: both fail fast, neither hangs.
+  t.ok(err.timedOut || /EAGAIN/.test(err.message), `fails fast: ${err.message}`);
   q.kill('SIGCONT');
   // A fresh client with an ordinary budget: the thawed QEMU first works through the abandoned connection.
   const again = client(t, q.qmpAddresses[0] ?? '');

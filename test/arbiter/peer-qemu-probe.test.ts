@@ -1,0 +1,46 @@
+import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { createServer, type Server } from 'node:net';
+import { probePeerQemu } from '../../src/arbiter/peer-qemu-probe.js';
+
+function listen(): Promise<Server> {
+  return new Promise((resolve) => {
+    const s = createServer((c) => c.destroy());
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+}
+const portOf = (s: Server) => (s.address() as { port: number }).port;
+
+t.test('a listening port is alive', async (t) => {
+  const s = await listen();
+  t.teardown(() => s.close());
+  const r = await probePeerQemu('127.0.0.1', portOf(s), 1000);
+  t.equal(r.verdict, 'alive');
+});
+
+t.test('a closed port on a live host is refused', async (t) => {
+  const s = await listen();
+  const port = portOf(s);
+  await new Promise<void>((r) => s.close(() => r()));
+  const r = await probePeerQemu('127.0.0.1', port, 1000);
+  t.equal(r.verdict, 'refused');
+  t.equal(r.detail, 'ECONNREFUSED');
+});
+
+// A host that never answers: on loopback, a listener that never accepts and whose accept queue
+// is full makes the kernel drop further SYNs, exactly what a dead host's silence looks like to
+// the prober. Node always accepts, so a tiny python3 listener stands in.
+const python = spawnSync('python3', ['--version']).status === 0;
+t.test('a host that does not answer is silent once the timeout runs out', { skip: python ? false : 'python3 not found: it provides the never-accepting listener' }, async (t) => {
+  const child = spawn('python3', ['-c', 'import socket,time\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  const port = Number(await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve)));
+  await probePeerQemu('127.0.0.1', port, 300); // fills the one-entry accept queue
+  const r = await probePeerQemu('127.0.0.1', port, 300);
+  t.equal(r.verdict, 'silent');
+  t.equal(r.detail, 'timeout');
+  t.ok(r.tookMs >= 290, 'it waited for the timeout');
+});
