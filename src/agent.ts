@@ -7,21 +7,46 @@
  * its connection status): an operator reading the log sees every step the agent took and why.
  */
 import { EventEmitter } from 'node:events';
+import { probePeerQemu, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
+import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
+import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
+import { Journal } from './colo/journal.js';
 import { ColoStatusPoller, type ColoStatus } from './colo/status-poller.js';
-import type { AgentConfig } from './config/index.js';
+import type { AgentConfig, NodeRole } from './config/index.js';
 import { FailureDetector, type DetectorState, type StateChange } from './heartbeat/detector.js';
-import { HeartbeatLinks, type HeartbeatEvent } from './heartbeat/links.js';
+import { HeartbeatLinks, type HeartbeatEvent, type PeerMessageEvent } from './heartbeat/links.js';
+import type { HealthSummary } from './heartbeat/messages.js';
 import type { Logger } from './log.js';
-import { QmpClient } from './qmp/index.js';
+import { QmpClient, type QmpEvent, type QmpStatusChange } from './qmp/index.js';
 import { systemClock, type Clock, type TimerHandle } from './util/clock.js';
 
 /**
  * - starting: components are coming up;
  * - waiting-for-peer: no valid heartbeat yet since start;
- * - peer-up / peer-suspect / peer-down: the peer-wide failure detector's verdict;
+ * - peer-up / peer-suspect / peer-down: the peer-wide failure detector's verdict while we watch;
+ * - peer-agent-lost: the peer's agent is silent but its QEMU still answers: no takeover, re-probing;
+ * - qemu-lost: our own QEMU went away; the peer was told (fast path); we never fail over on it;
+ * - failing-over: a failover sequence is running on our QEMU;
+ * - solo: failover done: our QEMU runs the VM alone (unprotected until replication resumes);
+ * - failed: a failover sequence failed; nothing more happens automatically: an operator must look;
  * - stopping / stopped: shutdown (a planned stop tells the peer with GOODBYE).
  */
-export type AgentState = 'starting' | 'waiting-for-peer' | 'peer-up' | 'peer-suspect' | 'peer-down' | 'stopping' | 'stopped';
+export type AgentState =
+  | 'starting'
+  | 'waiting-for-peer'
+  | 'peer-up'
+  | 'peer-suspect'
+  | 'peer-down'
+  | 'peer-agent-lost'
+  | 'qemu-lost'
+  | 'failing-over'
+  | 'solo'
+  | 'failed'
+  | 'stopping'
+  | 'stopped';
+
+/** States in which the peer's heartbeat verdict drives the state and may start a takeover. */
+const WATCHING: ReadonlySet<AgentState> = new Set(['waiting-for-peer', 'peer-up', 'peer-suspect', 'peer-down', 'peer-agent-lost']);
 
 export interface AgentStateChange {
   from: AgentState;
@@ -43,13 +68,24 @@ export interface LinkStatus {
   rttMs?: number;
 }
 
+export interface LastFailover {
+  sequence: string;
+  trigger: TakeoverTrigger | 'journal';
+  ok: boolean;
+  durationMs: number;
+  /** The step that failed, with QEMU's error. */
+  error?: string;
+}
+
 export interface AgentStatus {
   node: string;
+  /** The effective role: the journal's record after a failover, else the configured one. */
   role: string;
   state: AgentState;
-  peer: { name?: string; session?: string; state: DetectorState; silentForMs?: number };
+  peer: { name?: string; session?: string; state: DetectorState; silentForMs?: number; qemuReachable?: boolean };
   links: LinkStatus[];
-  qemu: { qmp: string; version?: string; colo: ColoStatus };
+  qemu: { qmp: string; status: string; version?: string; colo: ColoStatus };
+  lastFailover?: LastFailover;
 }
 
 /** How often the agent logs a summary of link RTTs: often enough to watch, rare enough to read. */
@@ -63,13 +99,15 @@ const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   down: 'peer-down',
 };
 
-export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
+export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [FailoverOutcome] }> {
   readonly links: HeartbeatLinks;
   readonly peer: FailureDetector;
   readonly qmp: QmpClient;
   readonly colo: ColoStatusPoller;
 
   private current: AgentState = 'starting';
+  private role: NodeRole;
+  private journal: Journal | undefined;
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly linkDetectors = new Map<string, FailureDetector>();
@@ -78,17 +116,26 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
   private readonly lastRtt = new Map<string, number>();
   private peerName: string | undefined;
   private peerSession: string | undefined;
+  private peerSummary: HealthSummary | undefined;
   /** Newest peer send time fed to the peer detector, so one round seen on several links counts once. */
   private lastFedSentAt = -Infinity;
   private rttTimer: TimerHandle | undefined;
+  private reprobeTimer: TimerHandle | undefined;
+  /** The probe started when the peer became suspect, so the verdict is ready when it is declared down. */
+  private earlyProbe: Promise<PeerQemuProbeResult> | undefined;
+  /** A takeover decision or sequence is under way: every other trigger waits for its outcome. */
+  private deciding = false;
+  private pendingTrigger: TakeoverTrigger | undefined;
+  private lastFailover: LastFailover | undefined;
 
   constructor(
     private readonly cfg: AgentConfig,
-    deps: AgentDeps,
+    private readonly deps: AgentDeps,
   ) {
     super();
     this.log = deps.logger.child({ component: 'agent' });
     this.clock = deps.clock ?? systemClock;
+    this.role = cfg.node.role;
     const hb = cfg.heartbeat;
 
     this.qmp = new QmpClient({
@@ -115,9 +162,10 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
       reconnectInitialMs: hb.reconnectInitialMs,
       reconnectMaxMs: hb.reconnectMaxMs,
       summary: () => ({
-        role: cfg.node.role,
+        role: this.role,
         coloMode: this.colo.status.mode,
-        qemuReachable: this.qmp.status === 'ready',
+        // unhealthy = a command timed out but the socket is open: QEMU exists.
+        qemuReachable: this.qmp.status === 'ready' || this.qmp.status === 'unhealthy',
         agentState: this.current,
       }),
       clock: this.clock,
@@ -131,6 +179,13 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
   }
 
   async start(): Promise<void> {
+    const journal = await Journal.open(this.cfg.node.stateDir, { logger: this.deps.logger });
+    this.journal = journal;
+    const recorded = journal.role();
+    if (recorded && recorded.role !== this.role) {
+      this.log.warn({ configured: this.role, recorded: recorded.role, since: recorded.since, reason: recorded.reason }, 'role from the journal overrides node.role');
+      this.role = recorded.role;
+    }
     await this.links.start();
     this.log.info(
       { listen: this.links.listenAddresses(), peers: this.cfg.heartbeat.peers, intervalMs: this.cfg.heartbeat.intervalMs },
@@ -140,7 +195,25 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
     this.qmp.connect().catch(() => undefined);
     this.colo.start();
     this.scheduleRttLog();
-    this.setState(PEER_TO_AGENT[this.peer.state], 'started');
+
+    const open = journal.unfinished();
+    const last = journal.current();
+    if (open?.status === 'failed') {
+      this.setState('failed', `the journal holds a failed ${open.sequence} (${open.error?.message ?? 'no error recorded'}): an operator must look`);
+    } else if (open?.status === 'running') {
+      // We crashed mid-sequence: finish that failover (and no other) once QEMU answers.
+      this.setState('failing-over', `resuming ${open.sequence} from the journal`);
+      this.deciding = true;
+      void this.qmp
+        .waitUntilReady(60_000)
+        .then(() => this.execute(open.sequence as 'primary-failover' | 'secondary-failover', 'journal', 'unfinished in the journal'))
+        .catch((err: unknown) => this.setState('failed', `cannot resume ${open.sequence}: ${(err as Error).message}`))
+        .finally(() => (this.deciding = false));
+    } else if (last?.status === 'finished') {
+      this.setState('solo', `${last.sequence} finished ${last.endedAt ?? ''}: running without a peer`);
+    } else {
+      this.setState(PEER_TO_AGENT[this.peer.state], 'started');
+    }
   }
 
   /** A planned stop: the peer is told (GOODBYE) so it does not mistake us for a failure. */
@@ -148,6 +221,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
     if (this.current === 'stopping' || this.current === 'stopped') return;
     this.setState('stopping', reason);
     this.clock.clearTimeout(this.rttTimer);
+    this.clock.clearTimeout(this.reprobeTimer);
     this.colo.stop();
     this.peer.stop();
     for (const d of this.linkDetectors.values()) d.stop();
@@ -155,24 +229,32 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
     this.setState('stopped', reason);
   }
 
+  /** The operator's failover (`colo-agent failover`): runs even with failover.enabled=false. */
+  requestFailover(): Promise<void> {
+    return this.considerTakeover('manual');
+  }
+
   status(): AgentStatus {
     const version = this.qmp.version;
     return {
       node: this.cfg.node.name,
-      role: this.cfg.node.role,
+      role: this.role,
       state: this.current,
       peer: {
         name: this.peerName,
         session: this.peerSession,
         state: this.peer.state,
         silentForMs: this.peer.lastBeatAt === undefined ? undefined : Math.round(this.peer.silentForMs()),
+        qemuReachable: this.peerSummary?.qemuReachable,
       },
       links: [...this.linkDetectors].map(([link, d]) => ({ link, state: d.state, rttMs: this.lastRtt.get(link) })),
       qemu: {
         qmp: this.cfg.qemu.qmp,
+        status: this.qmp.status,
         version: version ? `${version.major}.${version.minor}.${version.micro}` : undefined,
         colo: this.colo.status,
       },
+      lastFailover: this.lastFailover,
     };
   }
 
@@ -202,14 +284,15 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
       this.log.info(e, e.kind === 'new' ? 'peer session' : 'peer restarted (new session)');
       this.peerName = e.name;
       this.peerSession = e.session;
+      this.peerSummary = undefined;
       // The peer's clock origin changed with its process: its send times start over.
       this.lastFedSentAt = -Infinity;
     });
     this.links.on('goodbye', (e) => this.log.info(e, 'peer said goodbye (planned stop)'));
+    this.links.on('message', (e) => this.onPeerMessage(e));
     this.peer.on('state', (c) => this.onPeerState(c));
-    this.qmp.on('status', (c) => {
-      if (c.to === 'ready' || c.from === 'ready') this.log.info({ from: c.from, to: c.to, reason: c.reason }, 'QMP status');
-    });
+    this.qmp.on('status', (c) => this.onQmpStatus(c));
+    this.qmp.on('event', (e) => this.onQemuEvent(e));
   }
 
   private onHeartbeat(e: HeartbeatEvent): void {
@@ -217,7 +300,37 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
     if (e.peerSession !== this.peerSession) return; // a stale session's last frames
     if (e.sentAt <= this.lastFedSentAt) return;
     this.lastFedSentAt = e.sentAt;
+    const before = this.peerSummary;
+    this.peerSummary = e.summary;
     this.peer.beat(e.receivedAt);
+    // The heartbeat carries the same news as the peer-qemu-gone message, in case that was lost.
+    if (before?.qemuReachable && !e.summary.qemuReachable) void this.considerTakeover('peer-qemu-gone');
+  }
+
+  private onPeerMessage(e: PeerMessageEvent): void {
+    if (e.type !== 'peer-qemu-gone') return;
+    this.log.warn({ peer: e.peerName, body: e.body }, "peer's agent reports its QEMU gone");
+    if (this.peerSummary) this.peerSummary = { ...this.peerSummary, qemuReachable: false };
+    void this.considerTakeover('peer-qemu-gone');
+  }
+
+  /** Our QMP socket closing means our QEMU is gone: tell the peer at once (the fast path). */
+  private onQmpStatus(c: QmpStatusChange): void {
+    if (c.to === 'ready' || c.from === 'ready') this.log.info({ from: c.from, to: c.to, reason: c.reason }, 'QMP status');
+    const wasUp = c.from === 'ready' || c.from === 'unhealthy';
+    const down = c.to === 'disconnected' || c.to === 'reconnecting';
+    if (wasUp && down && this.current !== 'stopping' && this.current !== 'stopped') {
+      const sent = this.links.send('peer-qemu-gone', { reason: c.reason });
+      this.log.error({ reason: c.reason, toldPeerOnLinks: sent }, 'our QEMU is gone');
+      if (this.current !== 'failing-over') this.setState('qemu-lost', `QMP closed: ${c.reason}`);
+    }
+    if (c.to === 'ready' && this.current === 'qemu-lost') this.setState(PEER_TO_AGENT[this.peer.state], 'QEMU reachable again');
+  }
+
+  private onQemuEvent(e: QmpEvent): void {
+    if (e.event !== 'COLO_EXIT') return;
+    this.log.warn({ data: e.data }, 'COLO_EXIT');
+    if (e.data.reason === 'error') void this.considerTakeover('colo-exit-error');
   }
 
   private linkDetector(link: string): FailureDetector {
@@ -231,8 +344,125 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange] }> {
   }
 
   private onPeerState(c: StateChange): void {
-    if (this.current === 'stopping' || this.current === 'stopped' || this.current === 'starting') return;
+    if (c.to === 'suspect' && !this.earlyProbe) this.earlyProbe = this.probePeer();
+    if (c.to === 'up') {
+      this.earlyProbe = undefined;
+      this.clock.clearTimeout(this.reprobeTimer);
+    }
+    if (!WATCHING.has(this.current) || this.deciding) return;
     this.setState(PEER_TO_AGENT[c.to], `peer ${c.reason}`);
+    if (c.to === 'down') void this.considerTakeover('peer-down');
+  }
+
+  /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export. */
+  private probePeer(): Promise<PeerQemuProbeResult> {
+    const c = this.cfg.colo;
+    const peerIsPrimary = this.colo.status.mode === 'secondary' || (this.colo.status.mode !== 'primary' && this.role === 'secondary');
+    const [host, port] = peerIsPrimary ? [c.primaryHost, c.mirrorPort] : [c.secondaryHost, c.nbdPort];
+    return probePeerQemu(host, port, this.cfg.failover.probeTimeoutMs).then((r) => {
+      this.log.info({ host, port, ...r }, 'probed the peer QEMU');
+      return r;
+    });
+  }
+
+  /**
+   * Gathers the facts, asks the takeover rule, and runs the sequence when it says so. At most one
+   * decision at a time; once a sequence ran (solo/failed) no trigger starts another.
+   */
+  private async considerTakeover(trigger: TakeoverTrigger): Promise<void> {
+    if (this.deciding) {
+      // Whatever is being decided may end in "no": this trigger gets its turn then.
+      this.pendingTrigger = trigger;
+      return;
+    }
+    if (!WATCHING.has(this.current)) {
+      this.log.debug({ trigger, state: this.current }, 'takeover trigger ignored');
+      return;
+    }
+    this.deciding = true;
+    let acted = false;
+    try {
+      const colo = await this.colo.poll();
+      const facts = {
+        trigger,
+        qemuReachable: this.qmp.status === 'ready',
+        coloMode: colo.mode,
+        failoverEnabled: this.cfg.failover.enabled,
+        peerReportsQemuReachable: this.peer.state === 'up' ? this.peerSummary?.qemuReachable : undefined,
+      };
+      let decision = decideTakeover(facts);
+      let probe: PeerQemuProbeResult | undefined;
+      if (!decision.act && decision.retry) {
+        // Only the probe is missing.
+        probe = this.earlyProbe ? await this.earlyProbe : undefined;
+        // An early "alive" may predate the QEMU's death; only a fresh look can say it is still there.
+        if (!probe || probe.verdict === 'alive') probe = await this.probePeer();
+        this.earlyProbe = undefined;
+        decision = decideTakeover({ ...facts, probe: probe.verdict });
+      }
+      if (!decision.act) {
+        this.log.warn({ trigger, reason: decision.reason, colo, probe }, 'no takeover');
+        if (decision.retry && this.peer.state === 'down') {
+          this.setState('peer-agent-lost', decision.reason);
+          this.scheduleReprobe();
+        }
+        return;
+      }
+      acted = true;
+      await this.execute(decision.sequence, trigger, decision.reason);
+    } finally {
+      this.deciding = false;
+      const pending = this.pendingTrigger;
+      this.pendingTrigger = undefined;
+      if (pending && !acted) void this.considerTakeover(pending);
+    }
+  }
+
+  private scheduleReprobe(): void {
+    this.clock.clearTimeout(this.reprobeTimer);
+    this.reprobeTimer = this.clock.setTimeout(() => {
+      if (this.current === 'peer-agent-lost' && this.peer.state === 'down') void this.considerTakeover('peer-down');
+    }, this.cfg.failover.reprobeIntervalMs);
+  }
+
+  private async execute(sequence: 'primary-failover' | 'secondary-failover', trigger: TakeoverTrigger | 'journal', reason: string): Promise<void> {
+    const journal = this.journal;
+    if (!journal) throw new Error('execute() before start()');
+    this.setState('failing-over', `${sequence}: ${reason}`);
+    const executor = new FailoverExecutor({
+      qmp: this.qmp,
+      journal,
+      colo: this.cfg.colo,
+      profile: this.cfg.qemu.profile,
+      stepTimeoutMs: this.cfg.failover.stepTimeoutMs,
+      clock: this.clock,
+      logger: this.deps.logger,
+    });
+    try {
+      const outcome = await executor.run({ sequence, reason: `${trigger}: ${reason}` });
+      const r = outcome.result;
+      this.lastFailover = {
+        sequence: r.sequence,
+        trigger,
+        ok: outcome.ok,
+        durationMs: Number(r.durationMs.toFixed(3)),
+        ...(r.error && { error: r.error.message }),
+      };
+      this.emit('failover', outcome);
+      const steps = r.steps.map((s) => ({ step: s.name, outcome: s.outcome, ms: Number(s.durationMs.toFixed(3)) }));
+      if (outcome.ok) {
+        this.role = 'primary';
+        this.log.warn({ sequence: r.sequence, durationMs: this.lastFailover.durationMs, steps }, 'failover done: running solo as primary');
+        this.setState('solo', `${r.sequence} done (${trigger})`);
+      } else {
+        this.log.error({ sequence: r.sequence, err: r.error, steps, running: outcome.running }, 'failover FAILED');
+        this.setState('failed', `${r.sequence} failed: ${r.error?.message ?? 'the VM did not run again'}`);
+      }
+    } catch (err) {
+      // The journal could not be read or written: acting without it could repeat a failover.
+      this.log.error({ err }, 'failover aborted: journal error');
+      this.setState('failed', `journal error: ${(err as Error).message}`);
+    }
   }
 
   private scheduleRttLog(): void {

@@ -355,6 +355,26 @@ export const configSchema: SchemaOf<AgentConfig> = {
       min: 100,
       max: MS.max,
     },
+    probeTimeoutMs: {
+      doc:
+        "When the peer falls silent, the agent opens a TCP connection to a port the peer's QEMU listens on " +
+        '(the primary\'s colo.mirrorPort, the secondary\'s colo.nbdPort) to tell a crashed agent (port answers: no takeover) ' +
+        'from a dead QEMU (refused) or a lost host (no answer within this time). Longer is more patient with a slow network, ' +
+        'but adds to the failover time after a power loss.',
+      format: 'int-range',
+      default: 250,
+      env: 'COLO_AGENT_FAILOVER_PROBE_TIMEOUT_MS',
+      min: 10,
+      max: MS.max,
+    },
+    reprobeIntervalMs: {
+      doc: "While the peer's agent is silent but its QEMU still answers the probe, probe again this often; the takeover starts as soon as the QEMU is gone.",
+      format: 'int-range',
+      default: 1000,
+      env: 'COLO_AGENT_FAILOVER_REPROBE_INTERVAL_MS',
+      min: 50,
+      max: MS.max,
+    },
   },
   arbiter: {
     mode: {

@@ -100,6 +100,8 @@ export interface ColoConfig {
 export interface FailoverConfig {
   enabled: boolean;
   stepTimeoutMs: number;
+  probeTimeoutMs: number;
+  reprobeIntervalMs: number;
 }
 
 export interface ArbiterConfig {

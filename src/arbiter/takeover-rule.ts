@@ -1,0 +1,66 @@
+/**
+ * The rule that decides whether this agent runs a failover sequence on its QEMU now.
+ *
+ * Pure: the agent gathers the facts (its own QEMU, the peer's word, the probe of the peer's QEMU)
+ * and this function answers, with a reason an operator can read in the log. The rule, in order:
+ *
+ * 1. Never act on a QEMU we cannot reach: an agent whose own QEMU is gone tells its peer instead.
+ * 2. Act only while our QEMU replicates (COLO mode primary or secondary): the mode, not the
+ *    configured role, picks the sequence (primary -> primary failover, secondary -> secondary).
+ * 3. Automatic failover can be switched off (failover.enabled); a manual request still runs.
+ * 4. Per trigger:
+ *    - peer-qemu-gone: the peer's agent saw its own QEMU die and said so: act (fast path);
+ *    - peer-down (heartbeats lost) and colo-exit-error (our QEMU lost its replication stream):
+ *      act only if the probe of the peer's QEMU port says `refused` (host up, QEMU gone) or
+ *      `silent` (host gone, or cut off: the split-brain case the arbiter guards). `alive` means the
+ *      peer's QEMU still listens: its agent crashed or the heartbeat path is cut, the VM is still
+ *      protected, and taking over would run it twice: wait, and ask again later;
+ *    - colo-exit-error with a `silent` probe while the peer's agent still heartbeats that its
+ *      QEMU is fine: the replication network failed, not the peer: do not act. (A `refused`
+ *      probe wins over the peer's last heartbeat, which may predate its QEMU's death by one
+ *      interval.)
+ *    - manual: act.
+ */
+import type { PeerQemuVerdict } from './peer-qemu-probe.js';
+
+export type TakeoverTrigger = 'peer-down' | 'peer-qemu-gone' | 'colo-exit-error' | 'manual';
+export type FailoverSequenceName = 'primary-failover' | 'secondary-failover';
+
+export interface TakeoverFacts {
+  trigger: TakeoverTrigger;
+  /** Our QMP session is up. */
+  qemuReachable: boolean;
+  /** query-colo-status mode of our QEMU. */
+  coloMode: string;
+  failoverEnabled: boolean;
+  /** The peer QEMU probe, when one was made. */
+  probe?: PeerQemuVerdict;
+  /** The peer agent's last word on its own QEMU, if its heartbeats still arrive. */
+  peerReportsQemuReachable?: boolean;
+}
+
+export type TakeoverDecision =
+  | { act: true; sequence: FailoverSequenceName; reason: string }
+  | { act: false; reason: string; /** Worth asking again (e.g. re-probing) later. */ retry: boolean };
+
+export function decideTakeover(f: TakeoverFacts): TakeoverDecision {
+  if (!f.qemuReachable) return { act: false, retry: false, reason: 'our QEMU is unreachable: nothing to fail over on' };
+  if (f.coloMode !== 'primary' && f.coloMode !== 'secondary') {
+    return { act: false, retry: false, reason: `our QEMU is not replicating (COLO mode ${f.coloMode})` };
+  }
+  const sequence: FailoverSequenceName = f.coloMode === 'primary' ? 'primary-failover' : 'secondary-failover';
+  if (f.trigger === 'manual') return { act: true, sequence, reason: 'requested by the operator' };
+  if (!f.failoverEnabled) return { act: false, retry: false, reason: 'automatic failover is disabled (failover.enabled=false)' };
+
+  if (f.trigger === 'peer-qemu-gone') return { act: true, sequence, reason: "the peer's agent reports its QEMU gone" };
+  // peer-down and colo-exit-error: the probe of the peer's QEMU decides.
+  if (f.probe === 'refused') return { act: true, sequence, reason: "the peer's host refuses its QEMU's port: its QEMU is gone" };
+  if (f.trigger === 'colo-exit-error' && f.probe === 'silent' && f.peerReportsQemuReachable === true) {
+    return { act: false, retry: false, reason: "replication broke but the peer's agent reports its QEMU alive: not a dead peer" };
+  }
+  if (f.probe === 'silent') return { act: true, sequence, reason: "the peer's host does not answer: host lost" };
+  if (f.probe === 'alive') {
+    return { act: false, retry: true, reason: "the peer's QEMU still listens: its agent is down, not its VM; waiting" };
+  }
+  return { act: false, retry: true, reason: 'no probe of the peer QEMU yet' };
+}
