@@ -7,12 +7,13 @@
  * its connection status): an operator reading the log sees every step the agent took and why.
  */
 import { EventEmitter } from 'node:events';
-import { probePeerQemu, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
+import { probePeerQemuAndHost, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
 import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
 import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
 import { Journal } from './colo/journal.js';
 import { ColoStatusPoller, type ColoStatus } from './colo/status-poller.js';
 import type { AgentConfig, NodeRole } from './config/index.js';
+import { parseHostPort } from './heartbeat/address.js';
 import { FailureDetector, type DetectorState, type StateChange } from './heartbeat/detector.js';
 import { HeartbeatLinks, type HeartbeatEvent, type PeerMessageEvent } from './heartbeat/links.js';
 import type { HealthSummary } from './heartbeat/messages.js';
@@ -91,6 +92,9 @@ export interface AgentStatus {
 /** How often the agent logs a summary of link RTTs: often enough to watch, rare enough to read. */
 const RTT_LOG_PERIOD_MS = 10_000;
 const COLO_POLL_MS = 1000;
+/** After our QEMU's COLO_EXIT(error), how often and how many times to look at the peer again. */
+const COLO_EXIT_RETRY_MS = 50;
+const COLO_EXIT_RETRIES = 10;
 
 const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   unknown: 'waiting-for-peer',
@@ -117,6 +121,8 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   private peerName: string | undefined;
   private peerSession: string | undefined;
   private peerSummary: HealthSummary | undefined;
+  /** The peer session that announced a planned stop: its silence is not a failure. */
+  private peerSaidGoodbye: string | undefined;
   /** Newest peer send time fed to the peer detector, so one round seen on several links counts once. */
   private lastFedSentAt = -Infinity;
   private rttTimer: TimerHandle | undefined;
@@ -126,6 +132,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   /** A takeover decision or sequence is under way: every other trigger waits for its outcome. */
   private deciding = false;
   private pendingTrigger: TakeoverTrigger | undefined;
+  private coloExitRetries = 0;
   private lastFailover: LastFailover | undefined;
 
   constructor(
@@ -288,7 +295,10 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       // The peer's clock origin changed with its process: its send times start over.
       this.lastFedSentAt = -Infinity;
     });
-    this.links.on('goodbye', (e) => this.log.info(e, 'peer said goodbye (planned stop)'));
+    this.links.on('goodbye', (e) => {
+      this.log.info(e, 'peer said goodbye (planned stop)');
+      this.peerSaidGoodbye = e.peerSession;
+    });
     this.links.on('message', (e) => this.onPeerMessage(e));
     this.peer.on('state', (c) => this.onPeerState(c));
     this.qmp.on('status', (c) => this.onQmpStatus(c));
@@ -330,7 +340,10 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   private onQemuEvent(e: QmpEvent): void {
     if (e.event !== 'COLO_EXIT') return;
     this.log.warn({ data: e.data }, 'COLO_EXIT');
-    if (e.data.reason === 'error') void this.considerTakeover('colo-exit-error');
+    if (e.data.reason === 'error') {
+      this.coloExitRetries = 0;
+      void this.considerTakeover('colo-exit-error');
+    }
   }
 
   private linkDetector(link: string): FailureDetector {
@@ -350,8 +363,11 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       this.clock.clearTimeout(this.reprobeTimer);
     }
     if (!WATCHING.has(this.current) || this.deciding) return;
-    this.setState(PEER_TO_AGENT[c.to], `peer ${c.reason}`);
-    if (c.to === 'down') void this.considerTakeover('peer-down');
+    const planned = c.to !== 'up' && this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession;
+    this.setState(PEER_TO_AGENT[c.to], planned ? 'peer stopped (planned: it said goodbye)' : `peer ${c.reason}`);
+    // A planned stop is not a failure: its silence starts no takeover. If its QEMU dies after
+    // all, our QEMU's COLO_EXIT or the peer's own notice still does.
+    if (c.to === 'down' && !planned) void this.considerTakeover('peer-down');
   }
 
   /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export. */
@@ -359,7 +375,8 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     const c = this.cfg.colo;
     const peerIsPrimary = this.colo.status.mode === 'secondary' || (this.colo.status.mode !== 'primary' && this.role === 'secondary');
     const [host, port] = peerIsPrimary ? [c.primaryHost, c.mirrorPort] : [c.secondaryHost, c.nbdPort];
-    return probePeerQemu(host, port, this.cfg.failover.probeTimeoutMs).then((r) => {
+    const hostPorts = this.cfg.heartbeat.peers.map((p) => parseHostPort(p));
+    return probePeerQemuAndHost({ host, port }, hostPorts, this.cfg.failover.probeTimeoutMs).then((r) => {
       this.log.info({ host, port, ...r }, 'probed the peer QEMU');
       return r;
     });
@@ -405,9 +422,15 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         if (decision.retry && this.peer.state === 'down') {
           this.setState('peer-agent-lost', decision.reason);
           this.scheduleReprobe();
+        } else if (decision.retry && trigger === 'colo-exit-error' && this.coloExitRetries < COLO_EXIT_RETRIES) {
+          // The replication socket can close a moment before the dying QEMU's listeners do: look
+          // again shortly rather than wait for the heartbeat timeout.
+          this.coloExitRetries++;
+          this.clock.setTimeout(() => void this.considerTakeover('colo-exit-error'), COLO_EXIT_RETRY_MS);
         }
         return;
       }
+      this.coloExitRetries = 0;
       acted = true;
       await this.execute(decision.sequence, trigger, decision.reason);
     } finally {

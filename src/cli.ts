@@ -7,6 +7,9 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
 import { demo } from './commands/demo.js';
+import { manualFailover } from './commands/failover.js';
+import { planText } from './commands/plan.js';
+import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
 import { runAgent } from './commands/run.js';
@@ -23,6 +26,10 @@ commands:
   check-config  --config FILE [--set key=value ...]   validate; print the effective config (secrets redacted)
   qmp           --qmp unix:PATH|tcp:HOST:PORT COMMAND [JSON-ARGS] [--timeout MS] [--oob]
                 send one QMP command and print the JSON reply (exit 1 on a QMP error)
+  plan          --config FILE --sequence primary-failover|secondary-failover [--set key=value ...]
+                print the exact QMP commands a failover would send, without sending them
+  failover      --config FILE [--qmp ADDR] [--set key=value ...]
+                run the failover on this node's QEMU now (stop the agent first; journal-guarded)
   keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
   demo          run a primary and a secondary agent on 127.0.0.1 / 127.0.0.2 (Ctrl-C stops both)
   version       print the version
@@ -84,6 +91,31 @@ async function main(argv: string[]): Promise<number> {
       out(JSON.stringify(reply ?? {}));
       return 0;
     }
+    case 'plan': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, sequence: { type: 'string' } },
+      });
+      if (!values.sequence) throw new UsageError('--sequence primary-failover|secondary-failover is required');
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      if (cfg.qemu.profile === 'auto') {
+        throw new UsageError('plan sends nothing to QEMU, so it cannot read its version: give the profile, e.g. --set qemu.profile=7.2');
+      }
+      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence));
+      return 0;
+    }
+    case 'failover': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, qmp: { type: 'string' } },
+      });
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
+      const outcome = await manualFailover(cfg, values.qmp ?? cfg.qemu.qmp, logger);
+      const r = outcome.result;
+      out(JSON.stringify({ ok: outcome.ok, sequence: r.sequence, resumed: outcome.resumed, durationMs: r.durationMs, error: r.error?.message }));
+      return outcome.ok ? 0 : 1;
+    }
     case 'keygen': {
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });
       if (!values.out) throw new UsageError('--out FILE is required');
@@ -126,6 +158,11 @@ function report(e: unknown): number {
   if (e instanceof KeyFileError) {
     err(`heartbeat key: ${e.message}`);
     return 2;
+  }
+  const sys = e as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (sys?.code === 'EADDRINUSE' || sys?.code === 'EADDRNOTAVAIL' || sys?.code === 'EACCES') {
+    err(`cannot listen on ${sys.address ?? '?'}:${sys.port ?? '?'}: ${sys.code} (${sys.message})`);
+    return 1;
   }
   if (e instanceof ColoAgentError) {
     err(`${e.code}: ${e.message}`);

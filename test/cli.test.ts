@@ -116,3 +116,23 @@ t.test('qmp against a real QEMU', { skip: avail.ok ? false : `QEMU not available
   t.equal(unreachable.code, 1);
   t.match(unreachable.stderr, /QMP/);
 });
+
+t.test('plan prints the exact commands from the config, and needs a profile to do it offline', async (t) => {
+  const r = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'secondary-failover', '--set', 'qemu.profile=7.2', '--set', 'colo.mirrorPort=19003']);
+  t.equal(r.code, 0, r.stderr);
+  const commands = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { execute?: string; 'exec-oob'?: string; arguments?: unknown });
+  t.same(
+    commands.map((c) => c.execute ?? c['exec-oob']),
+    ['query-yank', 'yank', 'nbd-server-stop', 'x-colo-lost-heartbeat', 'object-del', 'object-del', 'chardev-remove', 'chardev-remove', 'chardev-add', 'chardev-add', 'chardev-add', 'chardev-add', 'chardev-add', 'chardev-add'],
+  );
+  t.match(JSON.stringify(commands), /"port":"19003"/, 'ports come from the config');
+  const auto = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'primary-failover']);
+  t.equal(auto.code, 2);
+  t.match(auto.stderr, /qemu\.profile/);
+  const bad = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'sideways', '--set', 'qemu.profile=7.2']);
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /primary-failover/);
+});

@@ -30,6 +30,27 @@ export interface PeerQemuProbeResult {
 /** Errors that mean "a live kernel answered and nobody listens". */
 const REFUSED = new Set(['ECONNREFUSED', 'ECONNRESET']);
 
+/**
+ * Probes the peer QEMU's port and, at the same time, other ports on the peer's host(s) (its
+ * agent's heartbeat listeners). A QEMU chardev server stops accepting while its one client is
+ * connected, so once its small listen queue has filled (each earlier probe leaves an entry there)
+ * its port goes silent although QEMU lives. Any answer on another port of the host, even a
+ * refusal, proves the host up, and then a silent QEMU port is a full queue, not a lost host.
+ */
+export async function probePeerQemuAndHost(
+  qemu: { host: string; port: number },
+  hostPorts: ReadonlyArray<{ host: string; port: number }>,
+  timeoutMs: number,
+): Promise<PeerQemuProbeResult> {
+  const [q, ...others] = await Promise.all([
+    probePeerQemu(qemu.host, qemu.port, timeoutMs),
+    ...hostPorts.map((a) => probePeerQemu(a.host, a.port, timeoutMs)),
+  ]);
+  if (q!.verdict !== 'silent') return q!;
+  const answered = others.find((o) => o.verdict !== 'silent');
+  return answered ? { verdict: 'alive', tookMs: q!.tookMs, detail: `${q!.detail}; host answers on another port: listen queue full` } : q!;
+}
+
 export function probePeerQemu(host: string, port: number, timeoutMs: number): Promise<PeerQemuProbeResult> {
   const started = performance.now();
   return new Promise((resolve) => {

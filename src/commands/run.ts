@@ -11,8 +11,6 @@ export async function runAgent(cfg: AgentConfig, logger: Logger): Promise<Agent>
   const key = await loadHeartbeatKey(cfg);
   if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
   const agent = new Agent(cfg, { logger, key });
-  await agent.start();
-
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopping) {
@@ -29,7 +27,15 @@ export async function runAgent(cfg: AgentConfig, logger: Logger): Promise<Agent>
       },
     );
   };
+  // Installed before start(), so a stop during start-up still says goodbye.
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  try {
+    await agent.start();
+  } catch (err) {
+    // Leave nothing running (timers, half-bound listeners) behind a failed start.
+    await agent.stop('start failed');
+    throw err;
+  }
   return agent;
 }

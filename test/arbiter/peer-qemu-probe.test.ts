@@ -2,7 +2,7 @@ import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createServer, type Server } from 'node:net';
-import { probePeerQemu } from '../../src/arbiter/peer-qemu-probe.js';
+import { probePeerQemu, probePeerQemuAndHost } from '../../src/arbiter/peer-qemu-probe.js';
 
 function listen(): Promise<Server> {
   return new Promise((resolve) => {
@@ -43,4 +43,16 @@ t.test('a host that does not answer is silent once the timeout runs out', { skip
   t.equal(r.verdict, 'silent');
   t.equal(r.detail, 'timeout');
   t.ok(r.tookMs >= 290, 'it waited for the timeout');
+
+  // This is also what a live QEMU chardev server looks like once probes have filled its queue
+  // (seen on 7.2: mirror0 stops accepting while red0 is connected). Another port of the same
+  // host answering, even with a refusal, proves the host up: the QEMU port is busy, not gone.
+  const closed = await listen();
+  const closedPort = portOf(closed);
+  await new Promise<void>((r) => closed.close(() => r()));
+  const busy = await probePeerQemuAndHost({ host: '127.0.0.1', port }, [{ host: '127.0.0.1', port: closedPort }], 300);
+  t.equal(busy.verdict, 'alive');
+  t.match(busy.detail, /listen queue full/);
+  const lost = await probePeerQemuAndHost({ host: '127.0.0.1', port }, [{ host: '127.0.0.1', port }], 300);
+  t.equal(lost.verdict, 'silent', 'no port of the host answers: host lost');
 });
