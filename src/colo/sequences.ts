@@ -14,6 +14,8 @@
 import type { StepTarget } from './already-done.js';
 import type { QemuProfile } from './profile.js';
 import type { YankTarget } from './yank.js';
+import { schemaDefaults } from '../config/schema.js';
+import type { ColoIdsConfig } from '../config/types.js';
 
 export type SequenceName = 'primary-failover' | 'secondary-failover';
 export const SEQUENCE_NAMES: readonly SequenceName[] = ['primary-failover', 'secondary-failover'];
@@ -60,24 +62,7 @@ export interface Sequence {
 }
 
 /** The ids of the documented COLO proxy (keys as in the agent's colo.ids config). */
-export interface ColoIds {
-  comp0: string;
-  iothread1: string;
-  m0: string;
-  redire0: string;
-  redire1: string;
-  f1: string;
-  f2: string;
-  rew0: string;
-  red0: string;
-  red1: string;
-  mirror0: string;
-  compare1: string;
-  compare0: string;
-  compare0_0: string;
-  compare_out: string;
-  compare_out0: string;
-}
+export type ColoIds = ColoIdsConfig;
 
 /** The part of the agent's `colo` config the failover sequences use (a ColoConfig fits). */
 export interface ColoTopology {
@@ -93,33 +78,8 @@ export interface ColoTopology {
 
 export type ColoTopologyInput = Partial<Omit<ColoTopology, 'ids'>> & { ids?: Partial<ColoIds> };
 
-export const DOCUMENTED_TOPOLOGY: ColoTopology = {
-  disk: 'colo-disk0',
-  replicationNode: 'replication0',
-  quorumChild: 'children.1',
-  mirrorPort: 9003,
-  compare1Port: 9004,
-  compare0Port: 9001,
-  compareOutPort: 9005,
-  ids: {
-    comp0: 'comp0',
-    iothread1: 'iothread1',
-    m0: 'm0',
-    redire0: 'redire0',
-    redire1: 'redire1',
-    f1: 'f1',
-    f2: 'f2',
-    rew0: 'rew0',
-    red0: 'red0',
-    red1: 'red1',
-    mirror0: 'mirror0',
-    compare1: 'compare1',
-    compare0: 'compare0',
-    compare0_0: 'compare0-0',
-    compare_out: 'compare_out',
-    compare_out0: 'compare_out0',
-  },
-};
+/** The documented names and ports: the config schema's defaults. */
+export const DOCUMENTED_TOPOLOGY: ColoTopology = schemaDefaults().colo;
 
 /** Fills what `input` leaves out with the documented names and ports. */
 export function withDocumentedDefaults(input: ColoTopologyInput): ColoTopology {

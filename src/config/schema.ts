@@ -448,3 +448,18 @@ export function sectionAt(path: string): Record<string, unknown> | undefined {
   }
   return typeof node === 'object' && node !== null && !isLeafSpec(node) ? (node as Record<string, unknown>) : undefined;
 }
+
+/**
+ * The built-in defaults as a config object: the one source of the documented COLO names and
+ * ports for everything else (sequences, test harness), so they are written down once.
+ */
+export function schemaDefaults(): AgentConfig {
+  const root: Record<string, unknown> = {};
+  for (const { path, spec } of leaves) {
+    const keys = path.split('.');
+    let node = root;
+    for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+    node[keys.at(-1)!] = structuredClone(spec.default);
+  }
+  return root as unknown as AgentConfig;
+}

@@ -13,41 +13,10 @@
  */
 import type { ColoConfig, ColoIdsConfig } from '../../src/config/types.js';
 import { qemuVersionAtLeast, type QemuVersion } from '../../src/qmp/version.js';
+import { schemaDefaults } from '../../src/config/schema.js';
 
-/** The documented defaults: the same values as the agent's config schema (`colo` section). */
-export const DOCUMENTED_COLO: ColoConfig = {
-  primaryHost: '127.0.0.1',
-  secondaryHost: '127.0.0.2',
-  disk: 'colo-disk0',
-  replicationNode: 'replication0',
-  quorumChild: 'children.1',
-  nbdExport: 'parent0',
-  nbdPort: 9999,
-  migrationPort: 9998,
-  mirrorPort: 9003,
-  compare1Port: 9004,
-  compare0Port: 9001,
-  compareOutPort: 9005,
-  checkpointDelayMs: 20_000,
-  ids: {
-    comp0: 'comp0',
-    iothread1: 'iothread1',
-    m0: 'm0',
-    redire0: 'redire0',
-    redire1: 'redire1',
-    f1: 'f1',
-    f2: 'f2',
-    rew0: 'rew0',
-    red0: 'red0',
-    red1: 'red1',
-    mirror0: 'mirror0',
-    compare1: 'compare1',
-    compare0: 'compare0',
-    compare0_0: 'compare0-0',
-    compare_out: 'compare_out',
-    compare_out0: 'compare_out0',
-  },
-};
+/** The documented topology: the config schema's defaults (written down once, in src/config/schema.ts). */
+export const DOCUMENTED_COLO: ColoConfig = schemaDefaults().colo;
 
 /** The port keys of ColoConfig; every one is picked free per pair unless given. */
 export const COLO_PORT_KEYS = ['nbdPort', 'migrationPort', 'mirrorPort', 'compare1Port', 'compare0Port', 'compareOutPort'] as const;
