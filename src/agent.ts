@@ -11,7 +11,8 @@ import { probePeerQemuAndHost, type PeerQemuProbeResult } from './arbiter/peer-q
 import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
 import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
 import { Journal } from './colo/journal.js';
-import { ColoStatusPoller, type ColoStatus } from './colo/status-poller.js';
+import { ColoMonitor } from './colo/monitor.js';
+import type { ColoStatus } from './colo/monitor-events.js';
 import type { AgentConfig, NodeRole } from './config/index.js';
 import { parseHostPort } from './heartbeat/address.js';
 import { FailureDetector, type DetectorState, type StateChange } from './heartbeat/detector.js';
@@ -91,7 +92,6 @@ export interface AgentStatus {
 
 /** How often the agent logs a summary of link RTTs: often enough to watch, rare enough to read. */
 const RTT_LOG_PERIOD_MS = 10_000;
-const COLO_POLL_MS = 1000;
 /** After our QEMU's COLO_EXIT(error), how often and how many times to look at the peer again. */
 const COLO_EXIT_RETRY_MS = 50;
 const COLO_EXIT_RETRIES = 10;
@@ -107,7 +107,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   readonly links: HeartbeatLinks;
   readonly peer: FailureDetector;
   readonly qmp: QmpClient;
-  readonly colo: ColoStatusPoller;
+  readonly colo: ColoMonitor;
 
   private current: AgentState = 'starting';
   private role: NodeRole;
@@ -153,7 +153,13 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       clock: this.clock,
       logger: deps.logger,
     });
-    this.colo = new ColoStatusPoller({ qmp: this.qmp, periodMs: COLO_POLL_MS, clock: this.clock, logger: deps.logger });
+    this.colo = new ColoMonitor({
+      qmp: this.qmp,
+      pollPeriodMs: cfg.colo.statusPollMs,
+      stallAfterMs: cfg.colo.checkpointStallMs,
+      clock: this.clock,
+      logger: deps.logger,
+    });
 
     this.peer = new FailureDetector({ ...this.detectorTunables(), name: 'peer', clock: this.clock, logger: deps.logger });
     this.links = new HeartbeatLinks({
@@ -463,6 +469,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     });
     try {
       const outcome = await executor.run({ sequence, reason: `${trigger}: ${reason}` });
+      void this.colo.poll(); // the mode changed; status and metrics should not wait for the next period
       const r = outcome.result;
       this.lastFailover = {
         sequence: r.sequence,

@@ -321,6 +321,24 @@ export const configSchema: SchemaOf<AgentConfig> = {
       min: 1,
       max: 86_400_000,
     },
+    statusPollMs: {
+      doc: "How often the agent asks its QEMU query-colo-status (the mode it reports to the peer and to metrics). Events (STOP, RESUME, COLO_EXIT) are watched continuously besides.",
+      format: 'int-range',
+      default: 1000,
+      env: 'COLO_AGENT_COLO_STATUS_POLL_MS',
+      min: 50,
+      max: MS.max,
+    },
+    checkpointStallMs: {
+      doc:
+        'A checkpoint (STOP while in COLO mode) with no RESUME for longer than this is reported as stalled: evidence that our QEMU ' +
+        'is unhealthy (QEMU 7.2 under TCG deadlocks this way). Keep it well above the longest normal checkpoint pause.',
+      format: 'int-range',
+      default: 5000,
+      env: 'COLO_AGENT_COLO_CHECKPOINT_STALL_MS',
+      min: 100,
+      max: MS.max,
+    },
     ids: {
       comp0: coloId('comp0', 'comp0', 'the primary\'s colo-compare object'),
       iothread1: coloId('iothread1', 'iothread1', 'the primary\'s iothread for colo-compare'),

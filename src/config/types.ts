@@ -94,6 +94,8 @@ export interface ColoConfig {
   compare0Port: number;
   compareOutPort: number;
   checkpointDelayMs: number;
+  statusPollMs: number;
+  checkpointStallMs: number;
   ids: ColoIdsConfig;
 }
 

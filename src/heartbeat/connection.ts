@@ -381,13 +381,15 @@ export class HeartbeatConnection {
    * One heartbeat of a round (HeartbeatLinks sends every round on all links with the same
    * `sentAt`, so the receiver can count a round once however many links carried it).
    * A connection still in its handshake sends nothing: its proof-of-key heartbeat went already.
+   * Returns whether the heartbeat was written (for the heartbeats-sent metric).
    */
-  sendRoundHeartbeat(sentAt: number, summary: HealthSummary): void {
-    if (this.st !== 'confirming' && this.st !== 'established') return;
+  sendRoundHeartbeat(sentAt: number, summary: HealthSummary): boolean {
+    if (this.st !== 'confirming' && this.st !== 'established') return false;
     try {
-      this.send({ type: 'heartbeat', body: { sentAt, summary } });
+      return this.send({ type: 'heartbeat', body: { sentAt, summary } });
     } catch (err) {
       this.fail(err);
+      return false;
     }
   }
 

@@ -137,6 +137,11 @@ export interface RejectedEvent {
   remoteAddress?: string;
   message: string;
 }
+/** One heartbeat round went out: the established links it was written to (for metrics). */
+export interface SentEvent {
+  sentAt: number;
+  links: string[];
+}
 export interface PeerMessageEvent {
   link: string;
   peerName: string;
@@ -148,6 +153,7 @@ export interface PeerMessageEvent {
 export type HeartbeatLinksEvents = {
   heartbeat: [HeartbeatEvent];
   rtt: [RttEvent];
+  sent: [SentEvent];
   'link-up': [LinkUpEvent];
   'link-down': [LinkDownEvent];
   'peer-session': [PeerSessionEvent];
@@ -400,7 +406,9 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
       const summary = this.currentSummary();
       if (summary) {
         const sentAt = this.clock.now();
-        for (const c of this.conns) c.sendRoundHeartbeat(sentAt, summary);
+        const links: string[] = [];
+        for (const c of this.conns) if (c.sendRoundHeartbeat(sentAt, summary) && c.established) links.push(c.link);
+        if (links.length > 0) this.fire('sent', { sentAt, links });
       }
       this.scheduleRound();
     }, this.settings.intervalMs);

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import t from 'tap';
 import { parse, stringify } from 'yaml';
+import { METRIC_NAMES } from '../../src/metrics/names.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const DASHBOARD = join(root, 'deploy/grafana/colo-agent.json');
@@ -21,42 +22,7 @@ const ALERTS = join(root, 'deploy/prometheus/alerts.yml');
 const PROVIDER = join(root, 'deploy/grafana/provisioning/dashboards/colo-agent.yaml');
 const DATASOURCE = join(root, 'deploy/grafana/provisioning/datasources/prometheus.yaml');
 
-/** Hard-coded copy of src/metrics' METRIC_NAMES: the two must list the same names. */
-const HARD_CODED_METRIC_NAMES = [
-  'colo_agent_build_info',
-  'colo_agent_state',
-  'colo_agent_role',
-  'colo_agent_colo_mode',
-  'colo_agent_checkpoints_total',
-  'colo_agent_checkpoint_pause_seconds',
-  'colo_agent_last_checkpoint_timestamp_seconds',
-  'colo_agent_checkpoint_in_progress',
-  'colo_agent_checkpoint_stalled',
-  'colo_agent_checkpoint_stalls_total',
-  'colo_agent_colo_starts_total',
-  'colo_agent_colo_exits_total',
-  'colo_agent_qemu_up',
-  'colo_agent_peer_up',
-  'colo_agent_peer_state',
-  'colo_agent_link_up',
-  'colo_agent_heartbeats_sent_total',
-  'colo_agent_heartbeats_received_total',
-  'colo_agent_heartbeat_rtt_seconds',
-  'colo_agent_heartbeat_rejected_total',
-  'colo_agent_peer_outages_total',
-  'colo_agent_peer_outage_duration_seconds',
-  'colo_agent_peer_outage_seconds',
-  'colo_agent_detection_latency_seconds',
-  'colo_agent_failovers_total',
-  'colo_agent_failover_duration_seconds',
-  'colo_agent_failover_step_duration_seconds',
-  'colo_agent_last_failover_timestamp_seconds',
-  'colo_agent_qmp_command_duration_seconds',
-  'colo_agent_qmp_errors_total',
-];
-// The one line to change once src/metrics exports the list: replace it with
-//   import { METRIC_NAMES } from '../../src/metrics/names.js';
-const METRIC_NAMES: readonly string[] = HARD_CODED_METRIC_NAMES;
+
 
 /** Series Prometheus itself adds to every target. */
 const SCRAPE_SERIES = ['up'];

@@ -92,9 +92,9 @@ export interface ColoAgents {
   stop(): Promise<void>;
 }
 
-/** The agent's colo-status poller saw its QEMU in COLO mode `mode`. */
+/** The agent's COLO monitor saw its QEMU in COLO mode `mode`. */
 export function coloModeSeen(mode: string): LogPredicate {
-  return (r) => r.component === 'colo-status' && r.msg === 'COLO status changed' && (r.to as { mode?: string } | undefined)?.mode === mode;
+  return (r) => r.component === 'colo-monitor' && r.msg === 'COLO status changed' && (r.to as { mode?: string } | undefined)?.mode === mode;
 }
 
 /** Both agents see the peer up, and each saw its own QEMU in its COLO mode. */
