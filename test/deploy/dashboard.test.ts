@@ -22,8 +22,6 @@ const ALERTS = join(root, 'deploy/prometheus/alerts.yml');
 const PROVIDER = join(root, 'deploy/grafana/provisioning/dashboards/colo-agent.yaml');
 const DATASOURCE = join(root, 'deploy/grafana/provisioning/datasources/prometheus.yaml');
 
-
-
 /** Series Prometheus itself adds to every target. */
 const SCRAPE_SERIES = ['up'];
 
