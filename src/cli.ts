@@ -13,6 +13,7 @@ import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
 import { runAgent } from './commands/run.js';
+import { fetchStatus, formatStatus } from './commands/status.js';
 import { ConfigError } from './config/index.js';
 import { ColoAgentError } from './errors.js';
 import { KeyFileError } from './heartbeat/errors.js';
@@ -30,6 +31,7 @@ commands:
                 print the exact QMP commands a failover would send, without sending them
   failover      --config FILE [--qmp ADDR] [--set key=value ...]
                 run the failover on this node's QEMU now (stop the agent first; journal-guarded)
+  status        --config FILE [--json]   ask the running agent (HTTP /status on metrics.listen)
   keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
   demo          run a primary and a secondary agent on 127.0.0.1 / 127.0.0.2 (Ctrl-C stops both)
   version       print the version
@@ -115,6 +117,16 @@ async function main(argv: string[]): Promise<number> {
       const r = outcome.result;
       out(JSON.stringify({ ok: outcome.ok, sequence: r.sequence, resumed: outcome.resumed, durationMs: r.durationMs, error: r.error?.message }));
       return outcome.ok ? 0 : 1;
+    }
+    case 'status': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, json: { type: 'boolean', default: false } },
+      });
+      const cfg = loadFromSources(configSources(values), () => undefined);
+      const status = await fetchStatus(cfg.metrics.listen);
+      out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+      return 0;
     }
     case 'keygen': {
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });

@@ -1,0 +1,57 @@
+/**
+ * `colo-agent status --config FILE [--json]`: asks the running agent (its HTTP /status on
+ * metrics.listen) and prints a short human summary, or the JSON as it came.
+ */
+import { request } from 'node:http';
+import type { AgentStatus } from '../agent.js';
+import { ColoAgentError } from '../errors.js';
+import { parseHostPort } from '../heartbeat/address.js';
+
+export class StatusUnavailableError extends ColoAgentError {
+  constructor(message: string) {
+    super('STATUS_UNAVAILABLE', message);
+  }
+}
+
+export function fetchStatus(listen: string, timeoutMs = 3000): Promise<AgentStatus> {
+  if (!listen) throw new StatusUnavailableError('metrics.listen is empty: the agent serves no /status');
+  const { host, port } = parseHostPort(listen);
+  // An agent listening on every interface is reached on loopback.
+  const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return new Promise((resolve, reject) => {
+    const req = request({ host: target, port, path: '/status', timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new StatusUnavailableError(`GET /status answered ${res.statusCode}`));
+        try {
+          resolve(JSON.parse(body) as AgentStatus);
+        } catch {
+          reject(new StatusUnavailableError('GET /status did not return JSON'));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new StatusUnavailableError(`no answer from ${target}:${port} within ${timeoutMs} ms`)));
+    req.on('error', (err) =>
+      reject(err instanceof StatusUnavailableError ? err : new StatusUnavailableError(`cannot reach the agent at ${target}:${port}: ${err.message}`)),
+    );
+    req.end();
+  });
+}
+
+/** A few lines an operator reads at a glance. */
+export function formatStatus(s: AgentStatus): string {
+  const peer = s.peer;
+  const lines = [
+    `node ${s.node}  role ${s.role}  state ${s.state}`,
+    `qemu ${s.qemu.status}${s.qemu.version ? ` (QEMU ${s.qemu.version})` : ''}  COLO mode ${s.qemu.colo.mode}`,
+    `peer ${peer.name ?? '?'} ${peer.state}${peer.silentForMs !== undefined ? `, last heartbeat ${peer.silentForMs} ms ago` : ''}${
+      peer.qemuReachable === undefined ? '' : `, its QEMU ${peer.qemuReachable ? 'reachable' : 'UNREACHABLE'}`
+    }`,
+    ...s.links.map((l) => `  link ${l.link} ${l.state}${l.rttMs !== undefined ? `  rtt ${l.rttMs.toFixed(2)} ms` : ''}`),
+  ];
+  const f = s.lastFailover;
+  if (f) lines.push(`last failover: ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
+  return lines.join('\n');
+}
