@@ -124,7 +124,8 @@ export type KeyFileErrorCode =
   | 'ERR_HB_KEY_MISSING'
   | 'ERR_HB_KEY_UNREADABLE'
   | 'ERR_HB_KEY_SHORT'
-  | 'ERR_HB_KEY_WEAK';
+  | 'ERR_HB_KEY_WEAK'
+  | 'ERR_HB_KEY_EXPOSED';
 
 export class KeyFileError extends ColoAgentError {
   declare readonly code: KeyFileErrorCode;

@@ -13,6 +13,7 @@ export const MAX_KEY_FILE_BYTES = 64 * 1024;
 
 export async function readKeyFile(path: string): Promise<Buffer> {
   let key: Buffer;
+  let mode: number;
   try {
     const fh = await open(path, 'r');
     try {
@@ -27,6 +28,7 @@ export async function readKeyFile(path: string): Promise<Buffer> {
         );
       }
       key = await fh.readFile();
+      mode = st.mode & 0o777;
     } finally {
       await fh.close();
     }
@@ -44,6 +46,11 @@ export async function readKeyFile(path: string): Promise<Buffer> {
   }
   if (problem === 'weak') {
     throw new KeyFileError('ERR_HB_KEY_WEAK', `heartbeat key file ${path} holds only zero bytes (that is the insecure-mode key)`);
+  }
+  // A key other local users can read lets any of them fake a live peer (and so block a
+  // failover) or a dead one: refuse it, as ssh does with private keys.
+  if ((mode & 0o077) !== 0) {
+    throw new KeyFileError('ERR_HB_KEY_EXPOSED', `heartbeat key file ${path} can be read or written by other users (mode ${mode.toString(8)}): chmod 600 it`);
   }
   return key;
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { KeyFileError } from '../../src/heartbeat/errors.js';
@@ -18,10 +18,10 @@ async function failure(path: string): Promise<KeyFileError> {
 t.test('reads a key of 32 bytes or more, as-is', async (t) => {
   const dir = t.testdir();
   const k = randomBytes(32);
-  writeFileSync(join(dir, 'k32'), k);
+  writeFileSync(join(dir, 'k32'), k, { mode: 0o600 });
   t.same(await readKeyFile(join(dir, 'k32')), k);
   const long = Buffer.from('a'.repeat(64) + '\n');
-  writeFileSync(join(dir, 'hex'), long);
+  writeFileSync(join(dir, 'hex'), long, { mode: 0o600 });
   t.same(await readKeyFile(join(dir, 'hex')), long, 'no trimming: both sides read the same bytes');
 });
 
@@ -53,4 +53,21 @@ t.test('unreadable by permissions (skipped as root)', { skip: process.getuid?.()
   const { chmodSync } = await import('node:fs');
   chmodSync(join(dir, 'k'), 0);
   t.equal((await failure(join(dir, 'k'))).code, 'ERR_HB_KEY_UNREADABLE');
+});
+
+t.test('a key other users can read is refused, naming the mode, not the bytes', async (t) => {
+  const dir = t.testdir();
+  const k = randomBytes(32);
+  for (const mode of [0o644, 0o640, 0o604, 0o620]) {
+    const p = join(dir, `k${mode.toString(8)}`);
+    writeFileSync(p, k, { mode });
+    chmodSync(p, mode); // the umask may have narrowed it
+    const e = await failure(p);
+    t.equal(e.code, 'ERR_HB_KEY_EXPOSED', mode.toString(8));
+    t.match(e.message, new RegExp(`mode ${mode.toString(8)}.*chmod 600`));
+    t.notOk(e.message.includes(k.toString('hex')));
+  }
+  const ok = join(dir, 'k400');
+  writeFileSync(ok, k, { mode: 0o400 });
+  t.same(await readKeyFile(ok), k, 'owner-only read is fine');
 });
