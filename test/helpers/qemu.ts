@@ -16,6 +16,7 @@ import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { reapOnDeath, release } from './reaper.js';
 import type { Teardownable } from './short-temp-dir.js';
 
 export const QEMU_INSTALL_HINT = 'apt-get install qemu-system-x86 qemu-utils';
@@ -205,6 +206,7 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
   // timeout); the registry kills it when the process exits. Whoever waits for the exit refs it again.
   child.unref();
   (child.stderr as net.Socket | null)?.unref();
+  if (child.pid !== undefined) reapOnDeath(child.pid);
   let exitStatus: QemuExit | undefined;
   let spawnFailure: Error | undefined;
   const exitedRaw = new Promise<QemuExit>((resolve) => {
@@ -212,6 +214,7 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
       if (exitStatus) return;
       exitStatus = status;
       running.delete(q);
+      if (child.pid !== undefined) release(child.pid);
       resolve(status);
     };
     child.once('exit', (code, signal) => done({ code, signal }));
