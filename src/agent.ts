@@ -5,6 +5,8 @@
  *
  * Every state change goes through setState(), which logs the transition (as ioredis does with
  * its connection status): an operator reading the log sees every step the agent took and why.
+ * Likewise every change of the running config after construction goes through reload() and its
+ * one setter, setConfig(), which logs what changed, what was applied and what waits for a restart.
  */
 import { EventEmitter } from 'node:events';
 import { probePeerQemuAndHost, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
@@ -13,7 +15,8 @@ import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor
 import { Journal } from './colo/journal.js';
 import { ColoMonitor } from './colo/monitor.js';
 import type { ColoStatus } from './colo/monitor-events.js';
-import type { AgentConfig, NodeRole } from './config/index.js';
+import type { AgentConfig, HeartbeatConfig, NodeRole } from './config/index.js';
+import { changedConfigKeys, configValue, withConfigKeys } from './config/reload.js';
 import { parseHostPort } from './heartbeat/address.js';
 import { FailureDetector, type DetectorState, type StateChange } from './heartbeat/detector.js';
 import { HeartbeatLinks, type HeartbeatEvent, type PeerMessageEvent } from './heartbeat/links.js';
@@ -58,6 +61,10 @@ export interface AgentStateChange {
 }
 
 export interface AgentDeps {
+  /**
+   * The root logger: reload() sets its level from log.level, and pino's child loggers (one per
+   * component) follow it, as none of ours sets a level of its own.
+   */
   logger: Logger;
   /** The shared heartbeat key; undefined only with heartbeat.insecure. */
   key: Buffer | undefined;
@@ -88,6 +95,52 @@ export interface AgentStatus {
   links: LinkStatus[];
   qemu: { qmp: string; status: string; version?: string; colo: ColoStatus };
   lastFailover?: LastFailover;
+}
+
+/** What reload() did with the changed keys. */
+export interface ReloadResult {
+  /** Changed keys now in effect, in schema order. */
+  applied: string[];
+  /** Changed keys NOT applied: the running agent keeps their old value until it is restarted. */
+  needsRestart: string[];
+}
+
+/**
+ * The config keys reload() applies to a running agent. Every other key needs a restart, because
+ * it is baked into something that lives as long as the process:
+ * - node.name/role/stateDir: our identity to the peer (its session) and the journal's place;
+ * - heartbeat.listen/peers/keyFile/insecure, frame and connection limits, hello timeout, redial
+ *   backoff: the links' sockets and key, fixed when HeartbeatLinks is built (re-binding or
+ *   re-keying would drop the links, which a reload must never do);
+ * - heartbeat.startupGraceMs: it only matters before the first beat after start;
+ * - qemu.*: the QMP client's address, timeouts and backoff;
+ * - colo.* topology (hosts, ports, ids, disk nodes): it must match the command lines QEMU runs with;
+ * - colo.statusPollMs/checkpointStallMs: ColoMonitor takes them at construction and has no setter;
+ * - metrics.listen: the HTTP server's socket; arbiter.mode: the takeover rule's premise.
+ * The failover keys need no component to be told: they are read from the config when used.
+ */
+export const LIVE_CONFIG_KEYS: ReadonlySet<string> = new Set([
+  'log.level',
+  'heartbeat.intervalMs',
+  'heartbeat.missThreshold',
+  'heartbeat.suspectMisses',
+  'heartbeat.recoverBeats',
+  'heartbeat.phiThreshold',
+  'failover.enabled',
+  'failover.stepTimeoutMs',
+  'failover.probeTimeoutMs',
+  'failover.reprobeIntervalMs',
+]);
+
+/** The detector thresholds a reload changes (startupGraceMs is left as each detector has it). */
+function liveDetectorTunables(hb: HeartbeatConfig) {
+  return {
+    intervalMs: hb.intervalMs,
+    missThreshold: hb.missThreshold,
+    suspectMisses: hb.suspectMisses,
+    recoverBeats: hb.recoverBeats,
+    phiThreshold: hb.phiThreshold,
+  };
 }
 
 /** How often the agent logs a summary of link RTTs: often enough to watch, rare enough to read. */
@@ -135,11 +188,15 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   private coloExitRetries = 0;
   private lastFailover: LastFailover | undefined;
 
+  /** The running config: changed after construction by setConfig() only. */
+  private cfg: AgentConfig;
+
   constructor(
-    private readonly cfg: AgentConfig,
+    cfg: AgentConfig,
     private readonly deps: AgentDeps,
   ) {
     super();
+    this.cfg = cfg;
     this.log = deps.logger.child({ component: 'agent' });
     this.clock = deps.clock ?? systemClock;
     this.role = cfg.node.role;
@@ -240,6 +297,36 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     for (const d of this.linkDetectors.values()) d.stop();
     await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close()]);
     this.setState('stopped', reason);
+  }
+
+  /**
+   * Applies a newly loaded (valid) config to the running agent: the LIVE_CONFIG_KEYS that changed
+   * take effect now, every other changed key is reported as needing a restart and keeps its
+   * running value. Heartbeat links stay up throughout: the interval changes on live connections,
+   * and the detectors keep their state and last beat. A detector refusing the new thresholds
+   * (DetectorOptionsError, thrown before anything changed) leaves the agent as it was.
+   */
+  reload(next: AgentConfig): ReloadResult {
+    if (this.current === 'stopping' || this.current === 'stopped') {
+      this.log.info({ state: this.current }, 'config reload ignored: the agent is stopping');
+      return { applied: [], needsRestart: [] };
+    }
+    const changed = changedConfigKeys(this.cfg, next);
+    const result: ReloadResult = {
+      applied: changed.filter((k) => LIVE_CONFIG_KEYS.has(k)),
+      needsRestart: changed.filter((k) => !LIVE_CONFIG_KEYS.has(k)),
+    };
+    const target = withConfigKeys(this.cfg, next, result.applied);
+    if (result.applied.some((k) => k.startsWith('heartbeat.'))) {
+      const tunables = liveDetectorTunables(target.heartbeat);
+      // The peer detector first: if it refuses the thresholds, nothing has changed yet (the
+      // per-link detectors take the same values, so they cannot refuse what it accepted).
+      this.peer.updateOptions(tunables);
+      for (const d of this.linkDetectors.values()) d.updateOptions(tunables);
+      if (target.heartbeat.intervalMs !== this.cfg.heartbeat.intervalMs) this.links.updateInterval(target.heartbeat.intervalMs);
+    }
+    this.setConfig(target, next, changed, result);
+    return result;
   }
 
   /** The operator's failover (`colo-agent failover`): runs even with failover.enabled=false. */
@@ -506,6 +593,51 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       }
       this.scheduleRttLog();
     }, RTT_LOG_PERIOD_MS);
+  }
+
+  /**
+   * The one place the running config changes after construction; logs the reload. `requested` is
+   * the config as loaded (its restart-only values are logged, not kept).
+   */
+  private setConfig(next: AgentConfig, requested: AgentConfig, changed: string[], r: ReloadResult): void {
+    const before = this.cfg;
+    this.cfg = next;
+    const changes = Object.fromEntries(changed.map((k) => [k, { from: configValue(before, k), to: configValue(requested, k) }]));
+
+    // Log the reload at whichever of the old and new levels shows more, so that turning the
+    // level down (or up from warn) still leaves a record of the reload that did it.
+    const root = this.deps.logger;
+    const levelChanged = r.applied.includes('log.level');
+    const louder = levelChanged && (root.levels.values[next.log.level] ?? Infinity) < root.levelVal;
+    if (louder) root.level = next.log.level;
+    const fields = { applied: r.applied, needsRestart: r.needsRestart, changes };
+    if (r.needsRestart.length > 0) this.log.warn(fields, 'config reloaded (some changes need a restart)');
+    else this.log.info(fields, changed.length > 0 ? 'config reloaded' : 'config reloaded: nothing changed');
+    if (levelChanged && !louder) root.level = next.log.level;
+
+    const b = before.heartbeat;
+    const n = next.heartbeat;
+    if (n.intervalMs !== b.intervalMs) {
+      // Heartbeats do not carry the interval: the peer's detector expects the old one until the
+      // peer is reloaded too. The side whose detector uses the shorter interval sees beats from a
+      // sender using the longer one, and suspects it once a gap reaches its suspect timeout.
+      const fast = Math.min(b.intervalMs, n.intervalMs);
+      const slow = Math.max(b.intervalMs, n.intervalMs);
+      const fastSide = n.intervalMs > b.intervalMs ? b : n;
+      if (slow >= fast * fastSide.suspectMisses) {
+        const down = slow >= fast * fastSide.missThreshold;
+        this.log.warn(
+          { fromMs: b.intervalMs, toMs: n.intervalMs, suspectAfterMs: fast * fastSide.suspectMisses, downAfterMs: fast * fastSide.missThreshold },
+          n.intervalMs > b.intervalMs
+            ? `heartbeat interval raised past the peer's timeouts: the peer will ${down ? 'declare us down' : 'suspect us'} until it is reloaded with the same interval`
+            : `heartbeat interval lowered so far that the peer's beats look late: we will ${down ? 'declare it down' : 'suspect it'} until it is reloaded with the same interval`,
+        );
+      }
+    }
+    if (!before.failover.enabled && next.failover.enabled && this.current === 'peer-down') {
+      // A reload is not a failure signal: enabling failover does not act on a silence seen before.
+      this.log.warn({ state: this.current }, 'failover enabled while the peer is down: the reload starts no takeover (`colo-agent failover` does)');
+    }
   }
 
   /** The one place the agent's state changes. */

@@ -59,7 +59,8 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
       });
-      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const sources = configSources(values);
+      const cfg = loadFromSources(sources, (w) => err(`warning: ${w}`));
       const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
       process.on('uncaughtException', (e) => {
         // A bug, not bad input (bad input is handled where it arrives): log it and let the
@@ -67,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
         logger.fatal({ err: e }, 'uncaught exception');
         process.exit(70);
       });
-      await runAgent(cfg, logger);
+      await runAgent(cfg, logger, sources); // the sources again on SIGHUP
       return -1; // keep running until a signal
     }
     case 'check-config': {

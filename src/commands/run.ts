@@ -1,14 +1,44 @@
 /**
  * `colo-agent run --config FILE`: the daemon. Stops cleanly on SIGTERM/SIGINT (telling the peer it
- * is a planned stop); a second signal forces the exit.
+ * is a planned stop); a second signal forces the exit. SIGHUP re-reads the config (see reloadConfig).
  */
 import { Agent } from '../agent.js';
-import type { AgentConfig } from '../config/index.js';
+import { ConfigError, formatProblem, type AgentConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { startAgentMetrics } from '../metrics/index.js';
-import { loadHeartbeatKey } from './check-config.js';
+import { loadFromSources, loadHeartbeatKey, type ConfigSources } from './check-config.js';
 
-export async function runAgent(cfg: AgentConfig, logger: Logger): Promise<Agent> {
+/**
+ * SIGHUP: loads the config again from the same sources (the --config files, the environment, the
+ * --set arguments) and hands it to Agent.reload(), which applies what can change live and logs the
+ * rest as needing a restart. An invalid config changes nothing: each problem is logged on its own
+ * line, worded as check-config prints it, and the agent runs on with the config it had.
+ *
+ * The environment is this process's own, fixed at its start: a changed Environment= in a unit
+ * file needs a restart, as with any process.
+ */
+export function reloadConfig(agent: Agent, sources: ConfigSources, logger: Logger): void {
+  logger.info({ files: sources.files, sets: sources.sets }, 'SIGHUP: reloading the config');
+  let next: AgentConfig;
+  try {
+    next = loadFromSources(sources, (warning) => logger.warn({ warning }, 'config warning'));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) {
+      logger.error({ err }, 'config reload failed: keeping the running config');
+      return;
+    }
+    for (const p of err.problems) logger.error({ problem: formatProblem(p), configKey: p.key }, 'config reload: invalid configuration');
+    logger.error({ problems: err.problems.length }, 'config reload rejected: keeping the running config');
+    return;
+  }
+  try {
+    agent.reload(next);
+  } catch (err) {
+    logger.error({ err }, 'config reload failed: keeping the running config');
+  }
+}
+
+export async function runAgent(cfg: AgentConfig, logger: Logger, sources: ConfigSources): Promise<Agent> {
   const key = await loadHeartbeatKey(cfg);
   if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
   const agent = new Agent(cfg, { logger, key });
@@ -34,9 +64,14 @@ export async function runAgent(cfg: AgentConfig, logger: Logger): Promise<Agent>
         },
       );
   };
-  // Installed before start(), so a stop during start-up still says goodbye.
+  // Installed before start(), so a stop during start-up still says goodbye (and a SIGHUP there,
+  // whose default action would kill the process, reloads instead).
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => {
+    if (stopping) logger.info('SIGHUP ignored: stopping');
+    else reloadConfig(agent, sources, logger);
+  });
   try {
     await agent.start();
   } catch (err) {
