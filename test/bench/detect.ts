@@ -19,12 +19,10 @@
  *
  * Every child (agents, proxies, hogs) is killed at the end, on error and on Ctrl-C.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { parseArgs } from 'node:util';
 import {
-  killAllChildren,
   linkDown,
   logTimeMs,
   peerTransition,
@@ -35,7 +33,9 @@ import {
   type AgentProcess,
   type LogRecord,
 } from '../helpers/agent-process.js';
+import { cpuSeconds, rssMb } from '../helpers/proc.js';
 import { processProxy } from './proxy-process.js';
+import { progress, runBench } from './run-bench.js';
 import { summarize, type Summary } from './stats.js';
 
 interface DetectConfig {
@@ -51,8 +51,6 @@ const CONFIGS: DetectConfig[] = [
 ];
 const TARGET_P99_MS = 350; // at 100 ms x 3
 const WAIT_MS = 20_000;
-
-const progress = (s: string) => process.stderr.write(`${s}\n`);
 
 function heartbeatOf(c: DetectConfig) {
   return {
@@ -121,31 +119,6 @@ async function partitionTrials(pair: AgentPair, c: DetectConfig, trials: number)
 }
 
 // ---- soak ----
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name, which is in parentheses and may contain spaces.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK; // fields 14 and 15 of proc(5)
-}
-
-function rssMb(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * A busy loop on one core. It ends by itself after maxMs, or as soon as its parent is gone (its
@@ -295,20 +268,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-process.once('SIGINT', () => {
-  progress('interrupted: killing every agent, proxy and hog');
-  killAllChildren();
-  process.exit(130);
-});
-
-main().then(
-  () => {
-    killAllChildren();
-    process.exit(0);
-  },
-  (err: unknown) => {
-    progress(`bench:detect failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-    killAllChildren();
-    process.exit(1);
-  },
-);
+runBench('bench:detect', main, 'interrupted: killing every agent, proxy and hog');

@@ -25,9 +25,10 @@
  * (see the notes printed with the table).
  */
 import { parseArgs } from 'node:util';
-import { killAllChildren, sleep } from '../helpers/agent-process.js';
+import { sleep } from '../helpers/agent-process.js';
 import { FAST_HEARTBEAT, otherSide, startColoAgents, waitFailoverDone, type ColoAgents, type FailoverTiming } from '../helpers/colo-agents.js';
 import { queryColoStatus, queryStatus, startColoPair, type ColoPair, type ColoRole } from '../helpers/colo-pair.js';
+import { BenchSkipError, progress, runBench } from './run-bench.js';
 import { summarize, type Summary } from './stats.js';
 
 interface BenchCase {
@@ -48,8 +49,6 @@ const CASES: BenchCase[] = [
 const TARGET_MS = { a: 500, b: 150, c: 100 } as const;
 const WAIT_MS = 20_000;
 
-const progress = (s: string) => process.stderr.write(`${s}\n`);
-
 interface Trial {
   timing: FailoverTiming;
   /** The harness's own check of the survivor QEMU after 'failover done'. */
@@ -59,7 +58,7 @@ interface Trial {
 
 async function oneTrial(c: BenchCase): Promise<Trial> {
   const started = await startColoPair();
-  if (!started.ok) throw new SkipError(started.reason);
+  if (!started.ok) throw new BenchSkipError(started.reason);
   const pair: ColoPair = started.pair;
   let agents: ColoAgents | undefined;
   try {
@@ -81,8 +80,6 @@ async function oneTrial(c: BenchCase): Promise<Trial> {
     await pair.stop();
   }
 }
-
-class SkipError extends Error {}
 
 // ---- report ----
 
@@ -166,24 +163,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-process.once('SIGINT', () => {
-  progress('interrupted: killing every agent (QEMUs are killed by the pair harness on exit)');
-  killAllChildren();
-  process.exit(130);
-});
-
-main().then(
-  () => {
-    killAllChildren();
-    process.exit(0);
-  },
-  (err: unknown) => {
-    killAllChildren();
-    if (err instanceof SkipError) {
-      progress(`bench:failover skipped: ${err.message}`);
-      process.exit(0);
-    }
-    progress(`bench:failover failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    process.exit(1);
-  },
-);
+runBench('bench:failover', main, 'interrupted: killing every agent (QEMUs are killed by the pair harness on exit)');

@@ -15,110 +15,29 @@
  *
  * Every child is killed at the end, on error and on Ctrl-C.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent as HttpAgent, request } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { Agent as HttpAgent } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { keygen } from '../../src/commands/keygen.js';
-import { AgentPortInUseError, EXAMPLE_CONFIGS, freePort, killAllChildren, sleep, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { sleep, startPair, withMetricsEndpoints, type AgentPair, type MetricsAddresses, type Side } from '../helpers/agent-process.js';
+import { fetchMetrics, type HttpReply } from '../helpers/http.js';
+import { CLK_TCK, cpuSeconds, rssMb } from '../helpers/proc.js';
+import { progress, runBench } from './run-bench.js';
 import { summarize, type Summary } from './stats.js';
 
-type Side = 'primary' | 'secondary';
-const SIDES: readonly Side[] = ['primary', 'secondary'];
-const HOSTS: Record<Side, string> = { primary: '127.0.0.1', secondary: '127.0.0.2' };
 const WARMUP_MS = 5000;
 const SCRAPE_PERIOD_MS = 1000;
 
-const progress = (s: string) => process.stderr.write(`${s}\n`);
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name, which is in parentheses and may contain spaces.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK; // fields 14 and 15 of proc(5)
-}
-
-function rssMb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
-
 interface Agents {
-  procs: Record<Side, AgentProcess>;
-  metrics: Record<Side, { host: string; port: number }>;
-  stop(): Promise<void>;
+  pair: AgentPair;
+  metrics: MetricsAddresses;
 }
 
-/** Two heartbeat-only agents, each with metrics on its own port (startPair() cannot give them different ones). */
-async function startAgents(dir: string): Promise<Agents> {
-  const keyFile = join(dir, 'heartbeat.key');
-  await keygen(keyFile, false);
-  for (let attempt = 1; ; attempt++) {
-    const hb = { primary: await freePort(HOSTS.primary), secondary: await freePort(HOSTS.secondary) };
-    const metrics = {
-      primary: { host: HOSTS.primary, port: await freePort(HOSTS.primary) },
-      secondary: { host: HOSTS.secondary, port: await freePort(HOSTS.secondary) },
-    };
-    const sets = (side: Side): string[] => {
-      const peer: Side = side === 'primary' ? 'secondary' : 'primary';
-      mkdirSync(join(dir, side), { recursive: true });
-      return [
-        `node.stateDir=${join(dir, side)}`,
-        `qemu.qmp=unix:${join(dir, `${side}-qmp.sock`)}`, // nothing listens: no QEMU
-        `heartbeat.keyFile=${keyFile}`,
-        `heartbeat.listen=${HOSTS[side]}:${hb[side]}`,
-        `heartbeat.peers=${HOSTS[peer]}:${hb[peer]}`,
-        'heartbeat.intervalMs=100',
-        'heartbeat.missThreshold=3',
-        'heartbeat.suspectMisses=2',
-        `metrics.listen=${metrics[side].host}:${metrics[side].port}`,
-        'log.level=info',
-      ];
-    };
-    const started = await Promise.allSettled(SIDES.map((side) => startAgent({ name: side, config: EXAMPLE_CONFIGS[side], sets: sets(side) })));
-    const procs = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!failed) {
-      const pair = { primary: procs[0]!, secondary: procs[1]! };
-      await Promise.all(SIDES.map((s) => pair[s].waitForPeerState('up', 15_000)));
-      return { procs: pair, metrics, stop: async () => void (await Promise.allSettled(procs.map((p) => p.stop()))) };
-    }
-    await Promise.allSettled(procs.map((p) => p.stop()));
-    if (!(failed.reason instanceof AgentPortInUseError) || attempt >= 3) throw failed.reason;
-  }
-}
-
-interface Scrape {
-  ms: number;
-  body: string;
-}
-
-function scrape(httpAgent: HttpAgent, target: { host: string; port: number }): Promise<Scrape> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const req = request({ ...target, path: '/metrics', agent: httpAgent, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => (res.statusCode === 200 ? resolve({ ms: performance.now() - t0, body }) : reject(new Error(`GET /metrics: ${res.statusCode}`))));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('GET /metrics: no answer within 5 s')));
-    req.on('error', reject);
-    req.end();
-  });
+/** Two heartbeat-only agents at 100 ms x 3, each with metrics on its own port. */
+async function startAgents(): Promise<Agents> {
+  const { started: pair, metrics } = await withMetricsEndpoints((setsFor) =>
+    startPair({ heartbeat: { intervalMs: 100, missThreshold: 3, suspectMisses: 2 }, setsFor }),
+  );
+  return { pair, metrics };
 }
 
 interface Phase {
@@ -129,7 +48,7 @@ interface Phase {
 
 /** Runs `during` for `seconds` and measures both agents' CPU time over exactly that window. */
 async function phase(agents: Agents, seconds: number, during: (until: number) => Promise<void>): Promise<Phase> {
-  const pids = { primary: agents.procs.primary.pid, secondary: agents.procs.secondary.pid };
+  const pids = { primary: agents.pair.primary.pid, secondary: agents.pair.secondary.pid };
   const t0 = performance.now();
   const c0 = { primary: cpuSeconds(pids.primary), secondary: cpuSeconds(pids.secondary) };
   await during(t0 + seconds * 1000);
@@ -137,7 +56,7 @@ async function phase(agents: Agents, seconds: number, during: (until: number) =>
   return {
     wallS,
     cpuS: { primary: cpuSeconds(pids.primary) - c0.primary, secondary: cpuSeconds(pids.secondary) - c0.secondary },
-    rssMb: { primary: rssMb(pids.primary), secondary: rssMb(pids.secondary) },
+    rssMb: { primary: rssMb(pids.primary) ?? Number.NaN, secondary: rssMb(pids.secondary) ?? Number.NaN },
   };
 }
 
@@ -164,23 +83,22 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   if (!Number.isInteger(seconds) || seconds < 1) throw new RangeError(`--seconds must be a positive integer, got ${values.seconds}`);
 
-  const dir = mkdtempSync(join(tmpdir(), 'colo-bm-'));
-  const agents = await startAgents(dir);
+  const agents = await startAgents();
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
   try {
-    progress(`agents up (primary pid ${agents.procs.primary.pid}, secondary pid ${agents.procs.secondary.pid}); warming up ${WARMUP_MS / 1000} s`);
+    progress(`agents up (primary pid ${agents.pair.primary.pid}, secondary pid ${agents.pair.secondary.pid}); warming up ${WARMUP_MS / 1000} s`);
     await sleep(WARMUP_MS);
 
     progress(`quiet phase: ${seconds} s without scrapes`);
     const quiet = await phase(agents, seconds, async (until) => sleep(Math.max(0, until - performance.now())));
 
     progress(`scrape phase: ${seconds} s, GET /metrics on the primary once per second`);
-    const scrapes: Scrape[] = [];
+    const scrapes: HttpReply[] = [];
     const scraped = await phase(agents, seconds, async (until) => {
       // On a fixed 1 s grid from the phase start, so a slow scrape does not shift the next.
       for (let next = until - seconds * 1000; next < until; next += SCRAPE_PERIOD_MS) {
         await sleep(Math.max(0, next - performance.now()));
-        scrapes.push(await scrape(httpAgent, agents.metrics.primary));
+        scrapes.push(await fetchMetrics(agents.metrics.primary, { agent: httpAgent }));
       }
       await sleep(Math.max(0, until - performance.now()));
     });
@@ -219,25 +137,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
     httpAgent.destroy();
-    await agents.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await agents.pair.stop();
   }
 }
 
-process.once('SIGINT', () => {
-  progress('interrupted: killing the agents');
-  killAllChildren();
-  process.exit(130);
-});
-
-main().then(
-  () => {
-    killAllChildren();
-    process.exit(0);
-  },
-  (err: unknown) => {
-    progress(`bench:metrics failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    killAllChildren();
-    process.exit(1);
-  },
-);
+runBench('bench:metrics', main, 'interrupted: killing the agents');

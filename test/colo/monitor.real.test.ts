@@ -21,13 +21,14 @@
  * `colo-start` (1), and for (2) `first-checkpoint` when the primary stalled at its first checkpoint
  * or `checkpoints-then-stall` when it completed some first: re-run until both have been seen.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { ColoMonitor } from '../../src/colo/monitor.js';
 import type { CheckpointEvent, ColoExitEvent, StallEvent } from '../../src/colo/monitor-events.js';
 import { QmpClient, QmpTimeoutError, type QmpEvent } from '../../src/qmp/index.js';
 import { coloSupport } from '../helpers/colo-cmdline.js';
+import { watchColoQemuSpawns, type SpawnedColoQemu } from '../helpers/colo-spawn-watch.js';
 import { recordQmp, startColoPairOrSkip, type ColoPair, type ColoRole, type QmpRecorder } from '../helpers/colo-pair.js';
 import { qemuAvailable } from '../helpers/qemu.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
@@ -55,22 +56,6 @@ async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): 
   }
 }
 
-/** Our own child processes (the QEMUs the harness spawns) with their command lines. */
-function childProcesses(): Array<{ pid: number; args: string[] }> {
-  const out: Array<{ pid: number; args: string[] }> = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid) out.push({ pid: Number(d), args: readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0') });
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
-}
-
 interface Watch {
   role: ColoRole;
   pid: number;
@@ -85,30 +70,21 @@ interface Watch {
 }
 
 /**
- * Wait for our child QEMU named `role` to appear, then connect a monitored QmpClient to its first
+ * Once the pair's QEMU for a side is spawned (`spawned`), connect a monitored QmpClient to its first
  * spare QMP socket through a recording tap. `onReady` runs once the session is up.
  */
-async function attachWhenSpawned(t: Test, role: ColoRole, signal: AbortSignal, onReady?: (c: QmpClient) => Promise<void>): Promise<Watch> {
+async function attachWhenSpawned(t: Test, spawned: Promise<SpawnedColoQemu>, signal: AbortSignal, onReady?: (c: QmpClient) => Promise<void>): Promise<Watch> {
   const dir = shortTempDir(t, 'mon-');
-  let found: { pid: number; path: string } | undefined;
-  while (!found) {
-    if (signal.aborted) throw new Error('gave up waiting for the QEMU');
-    for (const c of childProcesses()) {
-      const name = c.args[c.args.indexOf('-name') + 1];
-      const sock = c.args.find((a) => /^unix:.*\/qmp2\.sock,/.test(a));
-      if (name === role && sock) found = { pid: c.pid, path: sock.slice(5, sock.indexOf(',')) };
-    }
-    if (!found) await sleep(5);
-  }
-  while (!existsSync(found.path)) {
+  const found = await spawned;
+  while (!existsSync(found.qmpPath)) {
     if (signal.aborted) throw new Error('gave up waiting for the QMP socket');
     await sleep(2);
   }
-  const rec = await recordQmp(found.path, dir);
+  const rec = await recordQmp(found.qmpPath, dir);
   // Redial quickly: the socket file can exist a moment before QEMU listens on it.
   const client = new QmpClient({ address: rec.address, commandTimeoutMs: COMMAND_TIMEOUT_MS, reconnect: { initialMs: 10, maxMs: 100 } });
   const monitor = new ColoMonitor({ qmp: client, pollPeriodMs: POLL_PERIOD_MS, stallAfterMs: STALL_AFTER_MS });
-  const w: Watch = { role, pid: found.pid, client, monitor, rec, pauses: [], stalls: [], cleared: [], exits: [], events: [] };
+  const w: Watch = { role: found.role, pid: found.pid, client, monitor, rec, pauses: [], stalls: [], cleared: [], exits: [], events: [] };
   monitor.on('checkpoint', (e) => w.pauses.push(e));
   monitor.on('stalled', (e) => w.stalls.push(e));
   monitor.on('stall-cleared', (e) => w.cleared.push(e));
@@ -129,7 +105,8 @@ async function attachWhenSpawned(t: Test, role: ColoRole, signal: AbortSignal, o
 /** Start a pair while watching both sides from before the migration; undefined when skipped. */
 async function watchedPair(t: Test, colo: { checkpointDelayMs?: number }, onPrimaryReady?: (c: QmpClient) => Promise<void>) {
   const ac = new AbortController();
-  const watches = Promise.all([attachWhenSpawned(t, 'primary', ac.signal, onPrimaryReady), attachWhenSpawned(t, 'secondary', ac.signal)]);
+  const spawned = watchColoQemuSpawns({ qmpSocket: 2, signal: ac.signal });
+  const watches = Promise.all([attachWhenSpawned(t, spawned.primary, ac.signal, onPrimaryReady), attachWhenSpawned(t, spawned.secondary, ac.signal)]);
   watches.catch(() => undefined);
   let pair: ColoPair | undefined;
   try {

@@ -5,12 +5,12 @@
  *
  * The promtool parts skip when promtool is not installed (Debian: apt-get install prometheus).
  */
-import { spawn } from 'node:child_process';
-import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { parse } from 'yaml';
+import { findExecutable, runCommand } from '../helpers/run-command.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const ALERTS = join(root, 'deploy/prometheus/alerts.yml');
@@ -47,44 +47,6 @@ interface RuleTestFile {
 function loadAlerts(): AlertRule[] {
   const doc = parse(readFileSync(ALERTS, 'utf8')) as { groups: { rules: AlertRule[] }[] };
   return doc.groups.flatMap((g) => g.rules);
-}
-
-/** `which`: the first executable `name` on PATH, or undefined. */
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
-interface RunResult {
-  code: number | null;
-  output: string;
-}
-
-/** Runs a command to completion (killed after timeoutMs), stdout and stderr interleaved in `output`. */
-function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
 }
 
 /** GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to dashes. */
@@ -129,12 +91,12 @@ t.test('alerts.test.yml tests alerts.yml and has a firing and a quiet case for e
   }
 });
 
-const promtool = findOnPath('promtool');
+const promtool = findExecutable('promtool');
 const skip = promtool ? false : 'promtool not found: apt-get install prometheus';
 
 /** Asserts a promtool run succeeded; its whole output is in the failure message. */
 async function promtoolOk(t: Test, args: string[], what: string): Promise<void> {
-  const res = await run(promtool!, args);
+  const res = await runCommand(promtool!, args);
   t.equal(res.code, 0, `${what}: promtool ${args.join(' ')} exits 0`, { output: res.output });
 }
 

@@ -7,14 +7,14 @@
  * The metric names are read out of PromQL by a small tokenizer (metricSelectors below, tested here
  * too); promtool, when installed, additionally checks that every dashboard expression parses.
  */
-import { spawn } from 'node:child_process';
-import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import t from 'tap';
 import { parse, stringify } from 'yaml';
 import { METRIC_NAMES } from '../../src/metrics/names.js';
+import { findExecutable, runCommand } from '../helpers/run-command.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const DASHBOARD = join(root, 'deploy/grafana/colo-agent.json');
@@ -304,20 +304,7 @@ t.test('the provisioning files point where deploy/README.md says', async (t) => 
   t.ok(readme.includes('/var/lib/grafana/dashboards/colo-agent'), 'the README names the dashboard directory');
 });
 
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
-const promtool = findOnPath('promtool');
+const promtool = findExecutable('promtool');
 
 t.test('every dashboard expression is valid PromQL (promtool)', { skip: promtool ? false : 'promtool not found: apt-get install prometheus' }, async (t) => {
   // Grafana's variables replaced the way Grafana would, each expression as a recording rule.
@@ -327,20 +314,6 @@ t.test('every dashboard expression is valid PromQL (promtool)', { skip: promtool
   }));
   const file = join(t.testdir(), 'dashboard-rules.yml');
   writeFileSync(file, stringify({ groups: [{ name: 'dashboard', rules }] }));
-  const res = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-    const child = spawn(promtool!, ['check', 'rules', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
+  const res = await runCommand(promtool!, ['check', 'rules', file]);
   t.equal(res.code, 0, 'promtool check rules exits 0', { output: res.output });
 });

@@ -11,11 +11,10 @@
  *
  * dist/ must be built (`npm test` does it first).
  */
-import { existsSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { profileForVersion } from '../../src/colo/profile.js';
 import { failoverSequence } from '../../src/colo/sequences.js';
-import { agentState, CLI_PATH, killAllChildren, logMsg, peerTransition, sleep, staleBuildHint } from '../helpers/agent-process.js';
+import { agentState, killAllChildren, logMsg, peerTransition, requireBuiltCli, sleep } from '../helpers/agent-process.js';
 import {
   failoverDone,
   failoverFailed,
@@ -103,12 +102,7 @@ function crash(pair: ColoPair, agents: ColoAgents, side: 'primary' | 'secondary'
   return at;
 }
 
-if (!existsSync(CLI_PATH)) {
-  t.fail(`${CLI_PATH} is missing: these tests run the built CLI. Run \`npm run build\` (npm test does it before tap).`);
-} else {
-  const stale = staleBuildHint();
-  if (stale) t.comment(`warning: ${stale}`);
-
+if (requireBuiltCli(t)) {
   t.test('primary host lost (QEMU and agent SIGKILLed): the secondary runs secondary-failover', async (t) => {
     const s = await setup(t);
     if (!s) return;

@@ -11,18 +11,16 @@
  * stays up, down needs a full second of silence.
  */
 import t, { type Test } from 'tap';
-import { existsSync } from 'node:fs';
 import {
   agentState,
-  CLI_PATH,
   killAllChildren,
   linkDown,
   linkUp,
   logMsg,
   peerTransition,
   rejected,
+  requireBuiltCli,
   sleep,
-  staleBuildHint,
   startPair,
   type AgentPair,
   type AgentProcess,
@@ -56,6 +54,11 @@ async function until(cond: () => boolean, what: string, timeoutMs = WAIT_MS): Pr
 }
 
 const linkLiveness = (link: string, to: string): LogPredicate => (r) => r.msg === 'link liveness' && r.link === link && r.to === to;
+/** `link` went `state` on `a` after entry `since`: its up/down record, then its own liveness detector's transition. */
+async function waitLinkState(a: AgentProcess, link: string, state: 'up' | 'down', since: number): Promise<void> {
+  await a.waitForLog(state === 'up' ? linkUp(link) : linkDown(link), WAIT_MS, { since });
+  await a.waitForLog(linkLiveness(link, state), WAIT_MS, { since });
+}
 const proxyFrom = (list: readonly PairProxy[], side: 'primary' | 'secondary'): PairProxy => list.find((p) => p.from === side)!;
 /** Link names whose last up/down record says up. */
 function openLinks(a: AgentProcess): Set<string> {
@@ -81,12 +84,7 @@ function assertNoCrash(t: Test, pair: AgentPair): void {
 // No agent survives this file, whatever happens to it.
 t.teardown(killAllChildren);
 
-if (!existsSync(CLI_PATH)) {
-  t.fail(`${CLI_PATH} is missing: these tests run the built CLI. Run \`npm run build\` (npm test does it before tap).`);
-} else {
-  const stale = staleBuildHint();
-  if (stale) t.comment(`warning: ${stale}`);
-
+if (requireBuiltCli(t)) {
   t.test('a pair comes up: each agent sees the peer up on both links', async (t) => {
     const pair = await startPair({ t, heartbeat: TIMINGS });
     for (const a of both(pair)) {
@@ -155,10 +153,8 @@ if (!existsSync(CLI_PATH)) {
     await Promise.all(cutPath.map((p) => p.cut()));
 
     for (const a of both(pair)) {
-      const dialled = proxyFrom(cutPath, a.name as 'primary' | 'secondary').address;
-      await a.waitForLog(linkDown(dialled), WAIT_MS, { since: since[a.name as 'primary'] });
       // The link's own liveness detector gives up on it; the peer-wide one does not.
-      await a.waitForLog(linkLiveness(dialled, 'down'), WAIT_MS, { since: since[a.name as 'primary'] });
+      await waitLinkState(a, proxyFrom(cutPath, a.name as 'primary' | 'secondary').address, 'down', since[a.name as 'primary']);
     }
     await sleep(500); // redials keep being refused meanwhile
     for (const a of both(pair)) {
@@ -174,9 +170,7 @@ if (!existsSync(CLI_PATH)) {
     const healed = { primary: pair.primary.cursor(), secondary: pair.secondary.cursor() };
     await Promise.all(cutPath.map((p) => p.heal()));
     for (const a of both(pair)) {
-      const dialled = proxyFrom(cutPath, a.name as 'primary' | 'secondary').address;
-      await a.waitForLog(linkUp(dialled), WAIT_MS, { since: healed[a.name as 'primary'] });
-      await a.waitForLog(linkLiveness(dialled, 'up'), WAIT_MS, { since: healed[a.name as 'primary'] });
+      await waitLinkState(a, proxyFrom(cutPath, a.name as 'primary' | 'secondary').address, 'up', healed[a.name as 'primary']);
     }
     t.equal(pair.primary.find(peerTransition('down'), since.primary), undefined, 'primary: the peer never went down');
     t.equal(pair.secondary.find(peerTransition('down'), since.secondary), undefined, 'secondary: the peer never went down');

@@ -8,7 +8,7 @@
  * what happens then (the colo-start, and on 7.2 the first checkpoint, which may already
  * deadlock): they start first, on the pair's pre-picked ports, with qemu.qmp pointing at a path
  * in our temp dir that does not exist yet; when the harness spawns each QEMU (found in /proc as
- * our child, like test/colo/monitor.real.test.ts does), that path becomes a symlink to the QEMU's
+ * our child by test/helpers/colo-spawn-watch.ts), that path becomes a symlink to the QEMU's
  * agent socket (qmp0.sock) and the agent's QMP reconnect loop (10-100 ms) finds it.
  *
  * 1. A normal pair (x-checkpoint-delay 600 s): COLO modes, roles, peer up, heartbeat RTT
@@ -21,30 +21,18 @@
  * Skipped with the harness's reason where this QEMU cannot do COLO. dist/ must be built (`npm
  * test` does it first). No timed assertions: the waits are generous bounds, not targets.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { AgentStatus } from '../../src/agent.js';
-import { keygen } from '../../src/commands/keygen.js';
-import type { ColoConfig } from '../../src/config/types.js';
 import { AGENT_STATES } from '../../src/metrics/registry.js';
-import {
-  AgentPortInUseError,
-  agentState,
-  CLI_PATH,
-  EXAMPLE_CONFIGS,
-  freePort,
-  killAllChildren,
-  sleep,
-  staleBuildHint,
-  startAgent,
-  type AgentProcess,
-} from '../helpers/agent-process.js';
-import { AGENT_HOSTS, coloSets, FAST_HEARTBEAT, otherSide, waitColoReady, waitFailoverDone } from '../helpers/colo-agents.js';
+import { agentState, killAllChildren, requireBuiltCli, sleep, withMetricsEndpoints, type AgentProcess, type MetricsAddresses } from '../helpers/agent-process.js';
+import { startColoAgents, waitColoReady, waitFailoverDone, type ColoAgents, type ColoAgentsTarget } from '../helpers/colo-agents.js';
 import { coloSupport, resolveColoConfig } from '../helpers/colo-cmdline.js';
 import { pickColoPorts, startColoPairOrSkip, type ColoPair, type ColoRole } from '../helpers/colo-pair.js';
+import { watchColoQemuSpawns, type SpawnedColoQemu } from '../helpers/colo-spawn-watch.js';
+import { fetchMetrics, httpGet } from '../helpers/http.js';
 import { qemuAvailable } from '../helpers/qemu.js';
 
 const WAIT_MS = 20_000;
@@ -209,26 +197,10 @@ class Exposition {
 
 // ---- HTTP ----
 
-function httpGet(address: string, path: string): Promise<{ status: number; type: string; body: string }> {
-  const sep = address.lastIndexOf(':');
-  return new Promise((resolve, reject) => {
-    const req = request({ host: address.slice(0, sep), port: Number(address.slice(sep + 1)), path, agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET http://${address}${path}: no answer within 5 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 async function scrape(address: string): Promise<Exposition> {
-  const r = await httpGet(address, '/metrics');
-  if (r.status !== 200) throw new Error(`GET http://${address}/metrics: ${r.status} ${r.body}`);
-  if (!r.type.startsWith('text/plain') || !r.type.includes('version=0.0.4')) throw new Error(`unexpected content type ${r.type}`);
+  const r = await fetchMetrics(address);
+  const type = String(r.headers['content-type']);
+  if (!type.startsWith('text/plain') || !type.includes('version=0.0.4')) throw new Error(`unexpected content type ${type}`);
   return new Exposition(r.body);
 }
 
@@ -246,25 +218,9 @@ async function scrapeUntil(address: string, ok: (e: Exposition) => boolean, time
 
 interface Setup {
   pair: ColoPair;
-  agents: Record<ColoRole, AgentProcess>;
+  agents: ColoAgents;
   /** HOST:PORT of each agent's metrics endpoint. */
-  metrics: Record<ColoRole, string>;
-}
-
-/** Our child processes with their command lines (the QEMUs the harness spawns, the agents). */
-function childProcesses(): Array<{ pid: number; args: string[] }> {
-  const out: Array<{ pid: number; args: string[] }> = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid) out.push({ pid: Number(d), args: readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0') });
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
+  metrics: MetricsAddresses;
 }
 
 /**
@@ -272,41 +228,14 @@ function childProcesses(): Array<{ pid: number; args: string[] }> {
  * links[side] to its agent QMP socket (qmp0.sock). QEMUs alive before the call are ignored.
  */
 function linkQmpWhenSpawned(links: Record<ColoRole, string>): { linked: Set<ColoRole>; stop(): void } {
-  const before = new Set(childProcesses().map((c) => c.pid));
   const linked = new Set<ColoRole>();
-  const timer = setInterval(() => {
-    for (const c of childProcesses()) {
-      if (before.has(c.pid)) continue;
-      const name = c.args[c.args.indexOf('-name') + 1];
-      const sock = c.args.find((a) => /^unix:.*\/qmp0\.sock,/.test(a));
-      if ((name === 'primary' || name === 'secondary') && sock && !linked.has(name)) {
-        symlinkSync(sock.slice('unix:'.length, sock.indexOf(',')), links[name]);
-        linked.add(name);
-      }
-    }
-    if (linked.size === 2) clearInterval(timer);
-  }, 5);
-  return { linked, stop: () => clearInterval(timer) };
-}
-
-function agentSets(side: ColoRole, dir: string, colo: ColoConfig, hb: Record<ColoRole, number>, metrics: string, qmpLink: string, extra: string[]): string[] {
-  const peer = otherSide(side);
-  mkdirSync(join(dir, side), { recursive: true });
-  return [
-    `node.stateDir=${join(dir, side)}`,
-    `qemu.qmp=unix:${qmpLink}`,
-    // Find the QEMU's socket (our symlink) within 100 ms of its appearing.
-    'qemu.reconnectInitialMs=10',
-    'qemu.reconnectMaxMs=100',
-    `heartbeat.keyFile=${join(dir, 'heartbeat.key')}`,
-    `heartbeat.listen=${AGENT_HOSTS[side]}:${hb[side]}`,
-    `heartbeat.peers=${AGENT_HOSTS[peer]}:${hb[peer]}`,
-    ...Object.entries(FAST_HEARTBEAT).map(([k, v]) => `heartbeat.${k}=${v}`),
-    `metrics.listen=${metrics}`,
-    'log.level=info',
-    ...coloSets(colo),
-    ...extra,
-  ];
+  const ac = new AbortController();
+  const onSpawn = (q: SpawnedColoQemu) => {
+    symlinkSync(q.qmpPath, links[q.role]);
+    linked.add(q.role);
+  };
+  watchColoQemuSpawns({ qmpSocket: 0, signal: ac.signal, ignoreExisting: true, onSpawn });
+  return { linked, stop: () => ac.abort() };
 }
 
 /**
@@ -315,37 +244,23 @@ function agentSets(side: ColoRole, dir: string, colo: ColoConfig, hb: Record<Col
  */
 async function setup(t: Test, opts: { checkpointDelayMs?: number; sets?: string[] } = {}): Promise<Setup | undefined> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-mx-'));
-  const procs: Partial<Record<ColoRole, AgentProcess>> = {};
-  t.teardown(async () => {
-    await Promise.allSettled([procs.primary?.stop(), procs.secondary?.stop()]);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  await keygen(join(dir, 'heartbeat.key'), false);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const ports = await pickColoPorts();
   const overrides = { ...ports, ...(opts.checkpointDelayMs !== undefined && { checkpointDelayMs: opts.checkpointDelayMs }) };
   const colo = resolveColoConfig(overrides, ports);
   const links: Record<ColoRole, string> = { primary: join(dir, 'primary-qmp.sock'), secondary: join(dir, 'secondary-qmp.sock') };
 
-  let metrics: Record<ColoRole, string> | undefined;
-  for (let attempt = 1; !metrics; attempt++) {
-    const hb = { primary: await freePort(AGENT_HOSTS.primary), secondary: await freePort(AGENT_HOSTS.secondary) };
-    const m = {
-      primary: `${AGENT_HOSTS.primary}:${await freePort(AGENT_HOSTS.primary)}`,
-      secondary: `${AGENT_HOSTS.secondary}:${await freePort(AGENT_HOSTS.secondary)}`,
-    };
-    const started = await Promise.allSettled(
-      (['primary', 'secondary'] as const).map(async (side) => {
-        procs[side] = await startAgent({ name: side, config: EXAMPLE_CONFIGS[side], sets: agentSets(side, dir, colo, hb, m[side], links[side], opts.sets ?? []) });
-      }),
-    );
-    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!failed) metrics = m;
-    else {
-      await Promise.allSettled([procs.primary?.stop(), procs.secondary?.stop()]);
-      if (!(failed.reason instanceof AgentPortInUseError) || attempt >= 3) throw failed.reason;
-    }
-  }
-  const agents = { primary: procs.primary!, secondary: procs.secondary! };
+  // The pair as the agents see it before it exists: its topology, and QMP at our links, not there yet.
+  const pairAhead: ColoAgentsTarget = { colo, side: (role) => ({ agentQmpAddress: `unix:${links[role]}` }) };
+  const { started: agents, metrics } = await withMetricsEndpoints((setsFor) =>
+    startColoAgents(pairAhead, {
+      t,
+      // Find the QEMU's socket (our symlink) within 100 ms of its appearing.
+      sets: ['qemu.reconnectInitialMs=10', 'qemu.reconnectMaxMs=100', ...(opts.sets ?? [])],
+      setsFor,
+      waitReady: false,
+    }),
+  );
   await Promise.all([agents.primary.waitForPeerState('up', WAIT_MS), agents.secondary.waitForPeerState('up', WAIT_MS)]);
 
   const linker = linkQmpWhenSpawned(links);
@@ -365,12 +280,7 @@ async function setup(t: Test, opts: { checkpointDelayMs?: number; sets?: string[
 /** 'COLO started' records of the agent's COLO monitor. */
 const coloStartsLogged = (a: AgentProcess) => a.filter((r) => r.component === 'colo-monitor' && r.msg === 'COLO started').length;
 
-if (!existsSync(CLI_PATH)) {
-  t.fail(`${CLI_PATH} is missing: these tests run the built CLI. Run \`npm run build\` (npm test does it before tap).`);
-} else {
-  const stale = staleBuildHint();
-  if (stale) t.comment(`warning: ${stale}`);
-
+if (requireBuiltCli(t)) {
   t.test('a COLO pair: modes, peer up, heartbeat RTTs, colo-start; the secondary host dies: failover metrics, /status', { skip }, async (t) => {
     const s = await setup(t);
     if (!s) return;
@@ -446,7 +356,7 @@ if (!existsSync(CLI_PATH)) {
 
     const status = await httpGet(metrics.primary, '/status');
     t.equal(status.status, 200);
-    t.match(status.type, /^application\/json/);
+    t.match(String(status.headers['content-type']), /^application\/json/);
     const st = JSON.parse(status.body) as AgentStatus;
     t.equal(st.node, NODES.primary);
     t.equal(st.role, 'primary', '/status: role primary');

@@ -6,22 +6,12 @@
  */
 import t from 'tap';
 import { REJECT_REASONS } from '../../src/heartbeat/errors.js';
+import { mulberry32 } from '../helpers/prng.js';
 import { closedOf, key, portOf, Proxy, rawSocket, RawPeer, record, startLinks, until, waitEvent } from './support.js';
 
 const ITERATIONS = 2500;
 const CONCURRENCY = 8;
 const SEED = Number(process.env.HB_FUZZ_SEED ?? 0x5eed);
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function splitFrames(stream: Buffer): Buffer[] {
   const out: Buffer[] = [];
@@ -36,7 +26,7 @@ function splitFrames(stream: Buffer): Buffer[] {
 
 t.test('thousands of mutated frames never count, and the listener keeps serving', async (t) => {
   t.comment(`seed ${SEED} (set HB_FUZZ_SEED to reproduce)`);
-  const rnd = prng(SEED);
+  const rnd = mulberry32(SEED);
   const int = (n: number): number => Math.floor(rnd() * n);
   const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)));
 

@@ -4,10 +4,10 @@
  * insecure mode, options.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type AddressInfo } from 'node:net';
 import t from 'tap';
 import { HeartbeatOptionsError, InvalidMessageError } from '../../src/heartbeat/errors.js';
 import { HeartbeatLinks } from '../../src/heartbeat/links.js';
+import { freePort } from '../helpers/free-port.js';
 import { key, portOf, Proxy, record, sleep, startLinks, until, summaryOf, waitEvent } from './support.js';
 
 t.test('handshake, heartbeats both ways, RTT, peer sessions', async (t) => {
@@ -267,14 +267,6 @@ t.test('start fails cleanly on a busy port; close is idempotent and prompt', asy
   t.same(a.listenAddresses(), [], 'listener gone');
   t.same(a.links(), []);
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 t.test('a throwing event listener does not break the link', async (t) => {
   const k = key();

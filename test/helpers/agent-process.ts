@@ -20,7 +20,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,7 +27,9 @@ import { fileURLToPath } from 'node:url';
 import { keygen } from '../../src/commands/keygen.js';
 import { ColoAgentError } from '../../src/errors.js';
 import type { DetectorState } from '../../src/heartbeat/detector.js';
+import { onProcessEnd, type EndCause } from './exit-hooks.js';
 import { FaultProxy, type DirectionSpec, type FaultProxyStats } from './fault-proxy.js';
+import { freePort } from './free-port.js';
 import type { Teardownable } from './short-temp-dir.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -86,6 +87,26 @@ export function staleBuildHint(): string | undefined {
   return newest > built ? 'src/ has files newer than dist/cli.js: run `npm run build` (npm test does) or the agents run old code' : undefined;
 }
 
+/** What requireBuiltCli() needs of a tap Test. */
+export interface BuiltCliReporter {
+  fail(message: string): unknown;
+  comment(message: string): unknown;
+}
+
+/**
+ * For a test file that runs the built CLI: fails `t` and returns false when dist/cli.js is
+ * missing; otherwise returns true, with a warning comment when src/ looks newer than the build.
+ */
+export function requireBuiltCli(t: BuiltCliReporter): boolean {
+  if (!existsSync(CLI_PATH)) {
+    t.fail(`${CLI_PATH} is missing: these tests run the built CLI. Run \`npm run build\` (npm test does it before tap).`);
+    return false;
+  }
+  const stale = staleBuildHint();
+  if (stale) t.comment(`warning: ${stale}`);
+  return true;
+}
+
 function newestMtime(dir: string): number {
   let newest = 0;
   for (const name of existsSync(dir) ? readdirSync(dir) : []) {
@@ -101,7 +122,6 @@ function newestMtime(dir: string): number {
 const liveChildren = new Set<ChildProcess>();
 /** Temp dirs of pairs not yet stopped: removed on exit too (stop() removes them normally). */
 const liveDirs = new Set<string>();
-let netInstalled = false;
 
 /** SIGKILL every tracked child now (synchronous: safe in an 'exit' handler). */
 export function killAllChildren(): void {
@@ -120,27 +140,15 @@ function removeLiveDirs(): void {
   liveDirs.clear();
 }
 
-function installSafetyNet(): void {
-  if (netInstalled) return;
-  netInstalled = true;
-  process.once('exit', () => {
-    killAllChildren();
-    removeLiveDirs();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      killAllChildren();
-      // Step aside and re-raise, so the signal does what it would have done without us.
-      process.off(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
+/** Children are killed on exit and on a signal; the pairs' temp dirs are removed on exit only. */
+function cleanupOnEnd(cause: EndCause): void {
+  killAllChildren();
+  if (cause === 'exit') removeLiveDirs();
 }
 
 /** Track any child (agent, proxy process, CPU hog) so that it is killed when this process ends. */
 export function trackChild(child: ChildProcess): void {
-  installSafetyNet();
+  onProcessEnd(cleanupOnEnd);
   if (child.pid === undefined) return;
   liveChildren.add(child);
   child.once('exit', () => liveChildren.delete(child));
@@ -156,17 +164,8 @@ const EXIT_WITH_PARENT = `data:text/javascript,${encodeURIComponent(
 
 // ---- small utilities ----
 
-/** A port that was free on `host` a moment ago (the caller binds it soon; startPair retries if lost). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve());
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+/** Re-exported: the agent helpers' callers pick their ports with it. */
+export { freePort };
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -204,7 +203,12 @@ export function logTimeMs(record: LogRecord): number {
 /** A transition of the peer-wide failure detector, optionally to / from given states. */
 export function peerTransition(to?: DetectorState, from?: DetectorState): LogPredicate {
   return (r) =>
-    r.component === 'failure-detector' && r.detector === 'peer' && (to === undefined || r.to === to) && (from === undefined || r.from === from);
+    // Transitions only: the detector also logs other records (e.g. its options after a reload).
+    r.component === 'failure-detector' &&
+    r.detector === 'peer' &&
+    typeof r.to === 'string' &&
+    (to === undefined || r.to === to) &&
+    (from === undefined || r.from === from);
 }
 
 /** The agent state machine entering `to`. */
@@ -522,6 +526,8 @@ export interface PairOptions {
   heartbeat?: Partial<HeartbeatTimings>;
   /** More `key=value` overrides for both agents. */
   sets?: string[];
+  /** Overrides for one side only (e.g. its own metrics.listen), applied after `sets`. */
+  setsFor?: (side: Side) => string[];
   /** Default 'info' (the transitions the tests read are logged at info). */
   logLevel?: string;
   /** How proxies are made; default in-process FaultProxy (inlineProxy). */
@@ -537,6 +543,8 @@ export interface AgentPair {
   secondary: AgentProcess;
   readonly dir: string;
   readonly keyFile: string;
+  /** HOST:PORT each agent's heartbeat listens on (the peer address the other side dials when wired directly). */
+  readonly heartbeatListen: Readonly<Record<Side, string>>;
   /** Every proxy, by path, then primary->secondary before secondary->primary. */
   readonly proxies: readonly PairProxy[];
   proxiesOfPath(path: number): PairProxy[];
@@ -547,7 +555,8 @@ export interface AgentPair {
   stop(): Promise<void>;
 }
 
-const HOSTS: Record<Side, string> = { primary: '127.0.0.1', secondary: '127.0.0.2' };
+/** Where each side's agent listens: the primary on 127.0.0.1, the secondary on 127.0.0.2. */
+export const AGENT_HOSTS: Readonly<Record<Side, string>> = { primary: '127.0.0.1', secondary: '127.0.0.2' };
 
 function agentSets(side: Side, dir: string, keyFile: string, listen: string, peers: string[], o: PairOptions): string[] {
   const stateDir = join(dir, side);
@@ -564,6 +573,7 @@ function agentSets(side: Side, dir: string, keyFile: string, listen: string, pee
     `log.level=${o.logLevel ?? 'info'}`,
     ...Object.entries(hb).map(([k, v]) => `heartbeat.${k}=${v}`),
     ...(o.sets ?? []),
+    ...(o.setsFor?.(side) ?? []),
   ];
 }
 
@@ -587,8 +597,31 @@ export async function startPair(opts: PairOptions = {}): Promise<AgentPair> {
   throw lastErr;
 }
 
+/** HOST:PORT of each agent's metrics endpoint. */
+export type MetricsAddresses = Record<Side, string>;
+
+/**
+ * Start agents with their metrics endpoints on (startPair() and startColoAgents() turn them off),
+ * each on a free port of its own host: `start` gets the per-side `metrics.listen=` overrides, for
+ * its setsFor option. A port taken before its agent bound it (AgentPortInUseError) means new
+ * ports and another try, 3 in all.
+ */
+export async function withMetricsEndpoints<T>(start: (metricsSets: (side: Side) => string[]) => Promise<T>): Promise<{ started: T; metrics: MetricsAddresses }> {
+  for (let attempt = 1; ; attempt++) {
+    const metrics: MetricsAddresses = {
+      primary: `${AGENT_HOSTS.primary}:${await freePort(AGENT_HOSTS.primary)}`,
+      secondary: `${AGENT_HOSTS.secondary}:${await freePort(AGENT_HOSTS.secondary)}`,
+    };
+    try {
+      return { started: await start((side) => [`metrics.listen=${metrics[side]}`]), metrics };
+    } catch (err) {
+      if (!(err instanceof AgentPortInUseError) || attempt >= 3) throw err;
+    }
+  }
+}
+
 async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' | 'proxy'): Promise<AgentPair> {
-  installSafetyNet();
+  onProcessEnd(cleanupOnEnd);
   const dir = mkdtempSync(join(tmpdir(), 'colo-e2e-'));
   liveDirs.add(dir);
   const keyFile = join(dir, 'heartbeat.key');
@@ -608,11 +641,11 @@ async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' 
   opts.t?.teardown(stop);
 
   try {
-    const port: Record<Side, number> = { primary: await freePort(HOSTS.primary), secondary: await freePort(HOSTS.secondary) };
+    const port: Record<Side, number> = { primary: await freePort(AGENT_HOSTS.primary), secondary: await freePort(AGENT_HOSTS.secondary) };
     const peers: Record<Side, string[]> = { primary: [], secondary: [] };
     if (wiring === 'direct') {
-      peers.primary.push(`${HOSTS.secondary}:${port.secondary}`);
-      peers.secondary.push(`${HOSTS.primary}:${port.primary}`);
+      peers.primary.push(`${AGENT_HOSTS.secondary}:${port.secondary}`);
+      peers.secondary.push(`${AGENT_HOSTS.primary}:${port.primary}`);
     } else {
       const factory = opts.proxyFactory ?? inlineProxy;
       for (let path = 0; path < paths; path++) {
@@ -623,8 +656,8 @@ async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' 
             name: `path${path} ${from}->${to}`,
             path,
             from,
-            listenHost: HOSTS[to],
-            targetHost: HOSTS[to],
+            listenHost: AGENT_HOSTS[to],
+            targetHost: AGENT_HOSTS[to],
             targetPort: port[to],
           });
           proxies.push(proxy);
@@ -632,10 +665,11 @@ async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' 
         }
       }
     }
+    const heartbeatListen: Record<Side, string> = { primary: `${AGENT_HOSTS.primary}:${port.primary}`, secondary: `${AGENT_HOSTS.secondary}:${port.secondary}` };
     const argsFor = (side: Side): StartAgentOptions => ({
       name: side,
       config: EXAMPLE_CONFIGS[side],
-      sets: agentSets(side, dir, keyFile, `${HOSTS[side]}:${port[side]}`, peers[side], opts),
+      sets: agentSets(side, dir, keyFile, heartbeatListen[side], peers[side], opts),
     });
     const started = await Promise.allSettled((['primary', 'secondary'] as const).map(async (side) => (procs[side] = await AgentProcess.start(argsFor(side)))));
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -646,6 +680,7 @@ async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' 
       secondary: procs.secondary!,
       dir,
       keyFile,
+      heartbeatListen,
       proxies,
       proxiesOfPath: (path) => proxies.filter((p) => p.path === path),
       agent: (side) => pair[side],

@@ -20,6 +20,7 @@ import { keygen } from '../../src/commands/keygen.js';
 import { JOURNAL_FILE_NAME, type JournalDecision, type JournalRoleRecord } from '../../src/colo/journal.js';
 import type { ColoConfig } from '../../src/config/types.js';
 import {
+  AGENT_HOSTS,
   AgentPortInUseError,
   EXAMPLE_CONFIGS,
   freePort,
@@ -31,10 +32,10 @@ import {
   type LogRecord,
   type StartAgentOptions,
 } from './agent-process.js';
-import type { ColoPair, ColoRole } from './colo-pair.js';
+import type { ColoRole, ColoSide } from './colo-pair.js';
 import type { Teardownable } from './short-temp-dir.js';
 
-export const AGENT_HOSTS: Record<ColoRole, string> = { primary: '127.0.0.1', secondary: '127.0.0.2' };
+export { AGENT_HOSTS };
 export const otherSide = (side: ColoRole): ColoRole => (side === 'primary' ? 'secondary' : 'primary');
 
 /** Every key of the `colo` section as `colo.KEY=VALUE` (ids as `colo.ids.KEY=VALUE`). */
@@ -65,6 +66,8 @@ export interface ColoAgentsOptions {
   failover?: Partial<Record<'enabled' | 'stepTimeoutMs' | 'probeTimeoutMs' | 'reprobeIntervalMs', number | boolean>>;
   /** More `key=value` overrides for both agents. */
   sets?: string[];
+  /** Overrides for one side only (e.g. its own metrics.listen), applied after `sets`. */
+  setsFor?: (side: ColoRole) => string[];
   /** Default 'info' (every record the tests read is logged at info or above). */
   logLevel?: string;
   /** Wait until both agents see the peer up and their QEMU in COLO mode. Default true. */
@@ -108,8 +111,17 @@ export async function waitColoReady(agents: Pick<ColoAgents, 'primary' | 'second
   );
 }
 
+/**
+ * What the agents need of a pair: its `colo` section and each side's agent QMP address. A ColoPair,
+ * or the same known ahead of it (agents started before the pair, to see its migration into COLO).
+ */
+export interface ColoAgentsTarget {
+  readonly colo: ColoConfig;
+  side(role: ColoRole): Pick<ColoSide, 'agentQmpAddress'>;
+}
+
 /** Start both agents for `pair`; retries with new heartbeat ports if one was taken meanwhile. */
-export async function startColoAgents(pair: ColoPair, opts: ColoAgentsOptions = {}): Promise<ColoAgents> {
+export async function startColoAgents(pair: ColoAgentsTarget, opts: ColoAgentsOptions = {}): Promise<ColoAgents> {
   let lastErr: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -122,7 +134,7 @@ export async function startColoAgents(pair: ColoPair, opts: ColoAgentsOptions = 
   throw lastErr;
 }
 
-async function startOnce(pair: ColoPair, opts: ColoAgentsOptions): Promise<ColoAgents> {
+async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promise<ColoAgents> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-fo-'));
   const keyFile = join(dir, 'heartbeat.key');
   const procs: Partial<Record<ColoRole, AgentProcess>> = {};
@@ -157,6 +169,7 @@ async function startOnce(pair: ColoPair, opts: ColoAgentsOptions): Promise<ColoA
           ...coloSets(pair.colo),
           ...Object.entries(opts.failover ?? {}).map(([k, v]) => `failover.${k}=${String(v)}`),
           ...(opts.sets ?? []),
+          ...(opts.setsFor?.(side) ?? []),
         ],
       };
     };

@@ -30,18 +30,10 @@ import {
   type QmpTranscriptEntry,
 } from './colo-pair.js';
 import { qemuAvailable } from './qemu.js';
+import { processAlive } from './proc.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/qmp-transcripts/', import.meta.url));
 const RECORD = process.env.COLO_RECORD_TRANSCRIPTS === '1';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const v = (major: number, minor: number, micro: number) => ({ major, minor, micro, package: '' });
 
@@ -112,7 +104,7 @@ t.test('a pair comes up in COLO, with the documented names, and stop() leaves no
   const pids = [primary.pid, secondary.pid];
   const dirs = [primary.dir, secondary.dir];
   await pair.stop();
-  for (const pid of pids) t.notOk(alive(pid), `pid ${pid} gone`);
+  for (const pid of pids) t.notOk(processAlive(pid), `pid ${pid} gone`);
   for (const d of dirs) t.notOk(existsSync(d), `${d} removed`);
 });
 
@@ -124,9 +116,9 @@ t.test('t teardown alone stops the pair', { skip }, async (t) => {
     if (!pair) return;
     pids = [pair.primary.pid, pair.secondary.pid];
     dirs = [pair.primary.dir, pair.secondary.dir];
-    tt.ok(pids.every(alive));
+    tt.ok(pids.every(processAlive));
   });
-  for (const pid of pids) t.notOk(alive(pid), `pid ${pid} gone after the subtest's teardown`);
+  for (const pid of pids) t.notOk(processAlive(pid), `pid ${pid} gone after the subtest's teardown`);
   for (const d of dirs) t.notOk(existsSync(d), `${d} removed`);
 });
 
@@ -158,7 +150,7 @@ t.test('a bring-up that fails half way says where, with both stderr tails, and l
   t.equal(err.step, 'primary: drive_add replication');
   t.match(err.message, /primary \(pid \d+.*stderr:[\s\S]*secondary \(pid \d+/);
   t.equal(err.pids.length, 2, 'both had been started');
-  for (const pid of err.pids) t.notOk(alive(pid), `pid ${pid} gone`);
+  for (const pid of err.pids) t.notOk(processAlive(pid), `pid ${pid} gone`);
   for (const d of err.dirs) t.notOk(existsSync(d), `${d} removed`);
 });
 

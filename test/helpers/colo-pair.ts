@@ -38,6 +38,7 @@ import {
   type ColoOverrides,
   type ColoPorts,
 } from './colo-cmdline.js';
+import { onProcessEnd } from './exit-hooks.js';
 import { qemuAvailable, startQemu, type QemuExit, type RunningQemu } from './qemu.js';
 import type { Teardownable } from './short-temp-dir.js';
 
@@ -167,7 +168,6 @@ interface Owned {
 }
 
 const owned = new Set<Owned>();
-let netInstalled = false;
 
 function cleanupAllNow(): void {
   for (const o of owned) {
@@ -181,21 +181,6 @@ function cleanupAllNow(): void {
     for (const d of o.dirs) rmSync(d, { recursive: true, force: true });
   }
   owned.clear();
-}
-
-function installNet(): void {
-  if (netInstalled) return;
-  netInstalled = true;
-  process.once('exit', cleanupAllNow);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      cleanupAllNow();
-      // Step aside and re-raise so the signal does what it would have done without us.
-      process.off(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
 }
 
 // ---- small pieces ----
@@ -295,7 +280,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
   const ports = await pickColoPorts(given);
   const colo = resolveColoConfig(opts.colo ?? {}, ports);
 
-  installNet();
+  onProcessEnd(cleanupAllNow);
   const own: Owned = { dirs: [], qemus: [] };
   owned.add(own);
   const clients: QmpClient[] = [];

@@ -33,6 +33,7 @@ import net from 'node:net';
 import { ColoAgentError } from '../../src/errors.js';
 import { systemClock, type Clock, type TimerHandle } from '../../src/util/clock.js';
 import { silentLogger, type Logger } from '../../src/log.js';
+import { mulberry32 } from './prng.js';
 
 export type Direction = 'c2s' | 's2c';
 export type DirectionSpec = Direction | 'both';
@@ -123,18 +124,6 @@ function directionsOf(spec: DirectionSpec): readonly Direction[] {
   if (spec === 'both') return DIRECTIONS;
   if (spec === 'c2s' || spec === 's2c') return [spec];
   throw new RangeError(`direction must be 'c2s', 's2c' or 'both', got ${String(spec)}`);
-}
-
-/** mulberry32: tiny, fast, good enough to decide drops reproducibly. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -9,16 +9,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { qemuAvailable, startQemu } from './qemu.js';
+import { processAlive } from './proc.js';
 import { shortTempDir } from './short-temp-dir.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Connect, read the greeting line, disconnect. */
 function greeting(endpoint: net.NetConnectOpts): Promise<string> {
@@ -58,7 +50,7 @@ t.test('starts QEMU with several QMP endpoints that all greet, and stops it', { 
   t.equal(q.qmpTcpPorts.length, 1);
   t.same(q.qmpAddresses, [`unix:${q.qmpPaths[0]}`, `unix:${q.qmpPaths[1]}`, `tcp:127.0.0.1:${q.qmpTcpPorts[0]}`]);
   t.ok(q.args.includes('-S') && q.args.includes('tcg'), 'paused, tcg');
-  t.ok(alive(q.pid));
+  t.ok(processAlive(q.pid));
   // Both unix sockets at once: each is its own monitor.
   const greetings = await Promise.all([
     ...q.qmpPaths.map((path) => greeting({ path })),
@@ -68,7 +60,7 @@ t.test('starts QEMU with several QMP endpoints that all greet, and stops it', { 
   for (const g of greetings) t.match(g, /^\{"QMP": \{"version": \{"qemu"/);
   const status = await q.stop();
   t.equal(status.signal ?? 'exited', status.signal ? 'SIGTERM' : 'exited', 'SIGTERM was enough');
-  t.notOk(alive(q.pid), 'gone');
+  t.notOk(processAlive(q.pid), 'gone');
   t.notOk(existsSync(q.dir), 'its own temp dir removed');
   t.same(await q.stop(), status, 'stop is idempotent');
 });
@@ -77,7 +69,7 @@ t.test('stop() also ends a SIGSTOPped QEMU', { skip: avail.ok ? false : avail.re
   const q = await startQemu({ t });
   q.kill('SIGSTOP');
   await q.stop();
-  t.notOk(alive(q.pid));
+  t.notOk(processAlive(q.pid));
 });
 
 t.test('a bad command line fails with QEMU\'s stderr and leaves no process', { skip: avail.ok ? false : avail.reason }, async (t) => {
@@ -94,10 +86,10 @@ t.test('a QEMU started with t is stopped at teardown even if the test never stop
   await t.test('inner', async (t) => {
     const q = await startQemu({ t });
     pid = q.pid;
-    t.ok(alive(pid));
+    t.ok(processAlive(pid));
   });
   t.ok(pid > 0);
-  t.notOk(alive(pid), 'killed by the inner test\'s teardown');
+  t.notOk(processAlive(pid), 'killed by the inner test\'s teardown');
 });
 
 t.test('a given dir and socket path are reused and left in place', { skip: avail.ok ? false : avail.reason }, async (t) => {
@@ -135,8 +127,8 @@ process.exitCode = 3;
   t.ok(pid > 0, `child printed the QEMU pid (${out.trim()})`);
   t.equal(code, 3, 'exited on its own (not by the watchdog)');
   // The kernel reaps QEMU right after SIGKILL; give it a moment rather than racing it.
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
-  t.notOk(alive(pid), 'QEMU did not outlive the test process');
+  for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+  t.notOk(processAlive(pid), 'QEMU did not outlive the test process');
   t.notOk(existsSync(qemuDir), 'and its temp dir went with it');
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
 });

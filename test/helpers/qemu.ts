@@ -12,11 +12,14 @@
  * process-wide registry that SIGKILLs leftovers when the test process exits or is signalled.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
+import { onProcessEnd } from './exit-hooks.js';
+import { freePort } from './free-port.js';
 import { reapOnDeath, release } from './reaper.js';
+import { findExecutable } from './run-command.js';
 import type { Teardownable } from './short-temp-dir.js';
 
 export const QEMU_INSTALL_HINT = 'apt-get install qemu-system-x86 qemu-utils';
@@ -37,19 +40,6 @@ export function qemuAvailable(binary = DEFAULT_QEMU_BINARY): Promise<QemuAvailab
     availability.set(binary, p);
   }
   return p;
-}
-
-function findExecutable(name: string): string | undefined {
-  const candidates = isAbsolute(name) || name.includes('/') ? [name] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, name));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
 }
 
 async function probeQemu(binary: string): Promise<QemuAvailability> {
@@ -123,7 +113,6 @@ export interface RunningQemu {
 
 /** Every QEMU still running, with the temp dir to remove if the helper created it. */
 const running = new Map<RunningQemu, { ownDir: string | undefined }>();
-let netInstalled = false;
 
 function killAllNow(): void {
   for (const [q, { ownDir }] of running) {
@@ -137,37 +126,9 @@ function killAllNow(): void {
   running.clear();
 }
 
-function installSafetyNet(): void {
-  if (netInstalled) return;
-  netInstalled = true;
-  process.once('exit', killAllNow);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      killAllNow();
-      // Step aside and re-raise, so the signal does what it would have done without us
-      // (default action, or the handlers tap installs).
-      process.off(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
-
 // ---- starting ----
 
 let seq = 0;
-
-/** A free TCP port on 127.0.0.1 (free now; QEMU binds it moments later). */
-export async function freeTcpPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQemu> {
   const avail = await qemuAvailable(opts.binary);
@@ -176,7 +137,7 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'qemu-'));
   const qmpPaths = opts.qmpPaths ?? Array.from({ length: opts.qmpSockets ?? 1 }, (_, i) => join(dir, `qmp${i}.sock`));
   const qmpTcpPorts: number[] = [];
-  for (let i = 0; i < (opts.qmpTcp ?? 0); i++) qmpTcpPorts.push(await freeTcpPort());
+  for (let i = 0; i < (opts.qmpTcp ?? 0); i++) qmpTcpPorts.push(await freePort()); // free now; QEMU binds it moments later
   const n = ++seq;
   const name = opts.name ?? `colo-test-${process.pid}-${n}`;
   // The helper's own monitor for readiness checks; unique so QEMUs sharing a dir do not collide.
@@ -195,7 +156,7 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
     ...(opts.extraArgs ?? []),
   ];
 
-  installSafetyNet();
+  onProcessEnd(killAllNow);
   const child = spawn(avail.binary, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
   let stderrText = '';
   child.stderr?.setEncoding('utf8');

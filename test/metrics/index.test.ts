@@ -1,9 +1,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { packageVersion, startAgentMetrics } from '../../src/metrics/index.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
-import { agentConfig, freePort, httpRequest, makeAgent } from './support.js';
+import { httpRequest, loneAgentConfig, makeAgent } from './support.js';
 
 t.test('packageVersion reads package.json', async (t) => {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -12,13 +11,7 @@ t.test('packageVersion reads package.json', async (t) => {
 
 t.test('startAgentMetrics: attached and served; close() detaches and stops serving', async (t) => {
   const dir = shortTempDir(t, 'midx-');
-  const cfg = agentConfig({
-    role: 'secondary',
-    stateDir: join(dir, 'state'),
-    listen: `127.0.0.1:${await freePort()}`,
-    peers: [`127.0.0.1:${await freePort()}`],
-    qmp: `unix:${join(dir, 'none.sock')}`,
-  });
+  const cfg = await loneAgentConfig('secondary', dir);
   const agent = makeAgent(t, cfg);
   const running = await startAgentMetrics(agent, { listen: '127.0.0.1:0', node: cfg.node.name });
   t.teardown(() => running.close());
@@ -35,13 +28,7 @@ t.test('startAgentMetrics: attached and served; close() detaches and stops servi
 
 t.test('startAgentMetrics: a busy port fails startup with ERR_METRICS_LISTEN and leaves nothing attached', async (t) => {
   const dir = shortTempDir(t, 'midx-');
-  const cfg = agentConfig({
-    role: 'primary',
-    stateDir: join(dir, 'state'),
-    listen: `127.0.0.1:${await freePort()}`,
-    peers: [`127.0.0.1:${await freePort()}`],
-    qmp: `unix:${join(dir, 'none.sock')}`,
-  });
+  const cfg = await loneAgentConfig('primary', dir);
   const agent = makeAgent(t, cfg);
   const first = await startAgentMetrics(agent, { listen: '127.0.0.1:0', node: 'a' });
   t.teardown(() => first.close());

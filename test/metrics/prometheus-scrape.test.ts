@@ -12,39 +12,37 @@
  * Skipped where `prometheus` is not installed (Debian package: prometheus). The agents run the
  * built CLI (dist/): `npm test` builds first.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
-import { keygen } from '../../src/commands/keygen.js';
 import { packageVersion } from '../../src/metrics/index.js';
 import {
-  AgentPortInUseError,
-  CLI_PATH,
-  EXAMPLE_CONFIGS,
   freePort,
   killAllChildren,
+  requireBuiltCli,
   sleep,
-  staleBuildHint,
-  startAgent,
+  startPair,
   trackChild,
-  type AgentProcess,
+  withMetricsEndpoints,
+  type AgentPair,
+  type MetricsAddresses,
+  type Side,
 } from '../helpers/agent-process.js';
+import { httpGet } from '../helpers/http.js';
+import { processAlive } from '../helpers/proc.js';
+import { findExecutable } from '../helpers/run-command.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ALERTS = join(ROOT, 'deploy/prometheus/alerts.yml');
 const PAIR_LABEL = 'test-pair';
 const NODES = { primary: 'colo-a', secondary: 'colo-b' } as const;
-const HOSTS = { primary: '127.0.0.1', secondary: '127.0.0.2' } as const;
-type Side = keyof typeof HOSTS;
 const WAIT_MS = 30_000;
 
-const which = spawnSync('sh', ['-c', 'command -v prometheus'], { encoding: 'utf8' });
-const prometheusBin = which.status === 0 ? which.stdout.trim() : undefined;
+const prometheusBin = findExecutable('prometheus');
 const skip = prometheusBin ? false : 'prometheus is not installed (Debian package: prometheus; .ci/run installs it)';
 
 t.teardown(killAllChildren);
@@ -52,50 +50,19 @@ t.teardown(killAllChildren);
 // ---- two agents with metrics ----
 
 interface MetricsPair {
-  agents: Record<Side, AgentProcess>;
+  agents: AgentPair;
   /** HOST:PORT of each agent's metrics endpoint. */
-  metrics: Record<Side, string>;
+  metrics: MetricsAddresses;
   /** HOST:PORT of each agent's heartbeat listener. */
-  heartbeat: Record<Side, string>;
+  heartbeat: Readonly<Record<Side, string>>;
 }
 
-/**
- * Two heartbeat-only agents with metrics on, each on its own metrics port (startPair() gives both
- * agents the same --set list, so it cannot give them different metrics.listen addresses).
- */
-async function startMetricsPair(t: Test, dir: string): Promise<MetricsPair> {
-  const keyFile = join(dir, 'heartbeat.key');
-  await keygen(keyFile, false);
-  for (let attempt = 1; ; attempt++) {
-    const hb = { primary: await freePort(HOSTS.primary), secondary: await freePort(HOSTS.secondary) };
-    const metrics = { primary: `${HOSTS.primary}:${await freePort(HOSTS.primary)}`, secondary: `${HOSTS.secondary}:${await freePort(HOSTS.secondary)}` };
-    const sets = (side: Side): string[] => {
-      const peer: Side = side === 'primary' ? 'secondary' : 'primary';
-      mkdirSync(join(dir, side), { recursive: true });
-      return [
-        `node.stateDir=${join(dir, side)}`,
-        `qemu.qmp=unix:${join(dir, `${side}-qmp.sock`)}`, // nothing listens: no QEMU
-        `heartbeat.keyFile=${keyFile}`,
-        `heartbeat.listen=${HOSTS[side]}:${hb[side]}`,
-        `heartbeat.peers=${HOSTS[peer]}:${hb[peer]}`,
-        'heartbeat.intervalMs=100',
-        'heartbeat.startupGraceMs=3000',
-        `metrics.listen=${metrics[side]}`,
-        'log.level=info',
-      ];
-    };
-    const started = await Promise.allSettled((['primary', 'secondary'] as const).map((side) => startAgent({ name: side, config: EXAMPLE_CONFIGS[side], sets: sets(side), t })));
-    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!failed) {
-      const [p, s] = started as Array<PromiseFulfilledResult<AgentProcess>>;
-      const agents = { primary: p!.value, secondary: s!.value };
-      await Promise.all([agents.primary.waitForPeerState('up', WAIT_MS), agents.secondary.waitForPeerState('up', WAIT_MS)]);
-      return { agents, metrics, heartbeat: { primary: `${HOSTS.primary}:${hb.primary}`, secondary: `${HOSTS.secondary}:${hb.secondary}` } };
-    }
-    for (const r of started) if (r.status === 'fulfilled') await r.value.stop();
-    // A "free" port taken by someone else before the agent bound it: pick new ones.
-    if (!(failed.reason instanceof AgentPortInUseError) || attempt >= 3) throw failed.reason;
-  }
+/** Two heartbeat-only agents with metrics on, each on its own metrics port. */
+async function startMetricsPair(t: Test): Promise<MetricsPair> {
+  const { started: agents, metrics } = await withMetricsEndpoints((setsFor) =>
+    startPair({ t, heartbeat: { intervalMs: 100, startupGraceMs: 3000 }, setsFor, upTimeoutMs: WAIT_MS }),
+  );
+  return { agents, metrics, heartbeat: agents.heartbeatListen };
 }
 
 // ---- a Prometheus server ----
@@ -108,21 +75,6 @@ interface PrometheusServer {
   stderrTail(lines?: number): string;
   /** SIGTERM, SIGKILL after graceMs; resolves once it has exited. Idempotent. */
   stop(graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function httpGet(host: string, port: number, path: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, agent: false, timeout: 5000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within 5 s`)));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 async function startPrometheus(t: Test, dir: string, targets: string[]): Promise<PrometheusServer> {
@@ -150,8 +102,8 @@ async function startPrometheus(t: Test, dir: string, targets: string[]): Promise
     child,
     port,
     async get<T>(path: string) {
-      const r = await httpGet('127.0.0.1', port, path);
-      return { status: r.status, body: JSON.parse(r.text) as T };
+      const r = await httpGet(port, path);
+      return { status: r.status, body: JSON.parse(r.body) as T };
     },
     stderrTail: (lines = 15) => stderr.slice(-lines).join('\n'),
     stop(graceMs = 5000) {
@@ -172,7 +124,7 @@ async function startPrometheus(t: Test, dir: string, targets: string[]): Promise
   const until = Date.now() + WAIT_MS;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`prometheus exited at start-up:\n${server.stderrTail()}`);
-    const ok = await httpGet('127.0.0.1', port, '/-/ready').then(
+    const ok = await httpGet(port, '/-/ready').then(
       (r) => r.status === 200,
       () => false,
     );
@@ -242,16 +194,11 @@ const byInstance = (samples: VectorSample[]) => [...samples].sort((a, b) => (a.m
 
 if (!prometheusBin) {
   t.test('a real Prometheus scrapes two agents', { skip }, () => undefined);
-} else if (!existsSync(CLI_PATH)) {
-  t.fail(`${CLI_PATH} is missing: this test runs the built CLI. Run \`npm run build\` (npm test does it before tap).`);
-} else {
-  const stale = staleBuildHint();
-  if (stale) t.comment(`warning: ${stale}`);
-
+} else if (requireBuiltCli(t)) {
   t.test('a real Prometheus scrapes two agents: targets up, series with node and pair labels, alert rules loaded', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'colo-prom-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const { agents, metrics, heartbeat } = await startMetricsPair(t, dir);
+    const { agents, metrics, heartbeat } = await startMetricsPair(t);
     const instances = [metrics.primary, metrics.secondary].sort();
     const prom = await startPrometheus(t, join(dir, 'prometheus'), [metrics.primary, metrics.secondary]);
     const diag = () => `prometheus stderr:\n${prom.stderrTail()}`;
@@ -355,14 +302,6 @@ if (!prometheusBin) {
     t.ok(promExit.code !== null || promExit.signal !== null, `prometheus exited (${JSON.stringify(promExit)})`);
     const exits = await Promise.all([agents.primary.stop(), agents.secondary.stop()]);
     t.ok(exits.every((e) => e.code !== null || e.signal !== null), 'both agents exited');
-    for (const pid of [prom.child.pid, agents.primary.pid, agents.secondary.pid]) {
-      let gone = false;
-      try {
-        process.kill(pid ?? -1, 0);
-      } catch {
-        gone = true;
-      }
-      t.ok(gone, `pid ${pid} is gone`);
-    }
+    for (const pid of [prom.child.pid, agents.primary.pid, agents.secondary.pid]) t.notOk(processAlive(pid ?? -1), `pid ${pid} is gone`);
   });
 }

@@ -5,9 +5,9 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { AgentMetrics } from '../../src/metrics/registry.js';
+import { findExecutable } from '../helpers/run-command.js';
 
-const which = spawnSync('sh', ['-c', 'command -v promtool'], { encoding: 'utf8' });
-const promtool = which.status === 0 ? which.stdout.trim() : undefined;
+const promtool = findExecutable('promtool');
 
 /** Metrics with a value in every series kind: labelled counters, histograms, collect() gauges. */
 function populated(): AgentMetrics {

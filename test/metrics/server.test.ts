@@ -1,23 +1,15 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { attachAgentMetrics } from '../../src/metrics/agent-metrics.js';
 import { MetricsOptionsError } from '../../src/metrics/errors.js';
 import { AgentMetrics } from '../../src/metrics/registry.js';
 import { MetricsServer, type MetricsServerOptions } from '../../src/metrics/server.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
-import { agentConfig, freePort, httpRequest, makeAgent, type Teardown } from './support.js';
+import { httpRequest, loneAgentConfig, makeAgent, type Teardown } from './support.js';
 
 async function setup(t: Teardown, extra: Partial<MetricsServerOptions> = {}) {
   const dir = shortTempDir(t, 'msrv-');
-  const cfg = agentConfig({
-    role: 'primary',
-    stateDir: join(dir, 'state'),
-    listen: `127.0.0.1:${await freePort()}`,
-    // Nobody listens there: the agent waits for its peer, which is all these tests need.
-    peers: [`127.0.0.1:${await freePort()}`],
-    qmp: `unix:${join(dir, 'none.sock')}`,
-  });
+  const cfg = await loneAgentConfig('primary', dir);
   const agent = makeAgent(t, cfg);
   const metrics = new AgentMetrics({ version: '9.9.9', node: 'colo-a' });
   const binding = attachAgentMetrics(agent, metrics);

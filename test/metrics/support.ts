@@ -3,8 +3,6 @@
  * registry, waiting for a condition, and plain HTTP requests. Not a test file (tap runs
  * *.test.ts only).
  */
-import { request } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../../src/agent.js';
@@ -12,23 +10,15 @@ import { loadConfig, type AgentConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/log.js';
 import type { AgentMetrics } from '../../src/metrics/registry.js';
 import type { MetricName } from '../../src/metrics/names.js';
+import { freePort } from '../helpers/free-port.js';
+
+export { freePort };
+export { httpRequest, type HttpReply } from '../helpers/http.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 export interface Teardown {
   teardown(fn: () => unknown): void;
-}
-
-/** A port that was free a moment ago (two agents must know each other's port before starting). */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = srv.address() as AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
 }
 
 export interface AgentSpec {
@@ -65,6 +55,20 @@ export function agentConfig(spec: AgentSpec): AgentConfig {
       'metrics.listen=',
       ...(spec.sets ?? []),
     ],
+  });
+}
+
+/**
+ * agentConfig for `role` with its state and QMP socket in `dir`: heartbeat on a free port, and a
+ * peer nobody listens on (the agent waits for its peer, which is all a single-agent test needs).
+ */
+export async function loneAgentConfig(role: AgentSpec['role'], dir: string): Promise<AgentConfig> {
+  return agentConfig({
+    role,
+    stateDir: join(dir, 'state'),
+    listen: `127.0.0.1:${await freePort()}`,
+    peers: [`127.0.0.1:${await freePort()}`],
+    qmp: `unix:${join(dir, 'none.sock')}`,
   });
 }
 
@@ -111,25 +115,4 @@ export async function waitFor(what: string, cond: () => Promise<boolean> | boole
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-export interface HttpReply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
-/** One HTTP request on its own connection (no keep-alive pool left behind). */
-export function httpRequest(port: number, path: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<HttpReply> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(opts.body);
-  });
 }
