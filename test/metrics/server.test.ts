@@ -112,7 +112,10 @@ t.test('bounded: connections over the cap are dropped', async (t) => {
 t.test('bounded: slow requests are cut off, oversized headers refused', async (t) => {
   const { port } = await setup(t, { requestTimeoutMs: 300, idleTimeoutMs: 300 });
   const idle = await openSocket(t, port);
-  t.equal(await readUntilClosed(idle), '', 'a connection that sends nothing is closed');
+  // Node's idle (keep-alive) and request timers race for a connection that sent nothing: either
+  // closes it, the request timer with a 408 first. Both end it, which is what is asserted.
+  const idleReply = await readUntilClosed(idle);
+  t.ok(idleReply === '' || idleReply.startsWith('HTTP/1.1 408'), `a connection that sends nothing is closed: ${JSON.stringify(idleReply.slice(0, 20))}`);
 
   const slow = await openSocket(t, port);
   slow.write('GET /metrics HTTP/1.1\r\nHost: x\r\n'); // never finishes its headers
