@@ -9,8 +9,10 @@
  * one setter, setConfig(), which logs what changed, what was applied and what waits for a restart.
  */
 import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
 import { probePeerQemuAndHost, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
 import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
+import { MAINTENANCE_FILE_NAME, readMaintenance, type MaintenanceInfo } from './commands/maintenance.js';
 import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
 import { Journal } from './colo/journal.js';
 import { ColoMonitor } from './colo/monitor.js';
@@ -95,6 +97,8 @@ export interface AgentStatus {
   links: LinkStatus[];
   qemu: { qmp: string; status: string; version?: string; colo: ColoStatus };
   lastFailover?: LastFailover;
+  /** Maintenance mode (`colo-agent maintenance on`): no automatic takeover starts while on. */
+  maintenance: { on: boolean; reason?: string; since?: string };
 }
 
 /** What reload() did with the changed keys. */
@@ -156,7 +160,7 @@ const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   down: 'peer-down',
 };
 
-export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [FailoverOutcome] }> {
+export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [FailoverOutcome]; maintenance: [MaintenanceInfo | undefined] }> {
   readonly links: HeartbeatLinks;
   readonly peer: FailureDetector;
   readonly qmp: QmpClient;
@@ -187,6 +191,9 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   private pendingTrigger: TakeoverTrigger | undefined;
   private coloExitRetries = 0;
   private lastFailover: LastFailover | undefined;
+  /** The maintenance file's content as last read; undefined while maintenance is off. */
+  private maintenance: MaintenanceInfo | undefined;
+  private maintenanceWatcher: FSWatcher | undefined;
 
   /** The running config: changed after construction by setConfig() only. */
   private cfg: AgentConfig;
@@ -256,6 +263,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       this.log.warn({ configured: this.role, recorded: recorded.role, since: recorded.since, reason: recorded.reason }, 'role from the journal overrides node.role');
       this.role = recorded.role;
     }
+    this.watchMaintenance();
     await this.links.start();
     this.log.info(
       { listen: this.links.listenAddresses(), peers: this.cfg.heartbeat.peers, intervalMs: this.cfg.heartbeat.intervalMs },
@@ -292,6 +300,8 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     this.setState('stopping', reason);
     this.clock.clearTimeout(this.rttTimer);
     this.clock.clearTimeout(this.reprobeTimer);
+    this.maintenanceWatcher?.close();
+    this.maintenanceWatcher = undefined;
     this.colo.stop();
     this.peer.stop();
     for (const d of this.linkDetectors.values()) d.stop();
@@ -336,6 +346,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
 
   status(): AgentStatus {
     const version = this.qmp.version;
+    const m = this.current === 'stopped' ? this.maintenance : this.refreshMaintenance(true);
     return {
       node: this.cfg.node.name,
       role: this.role,
@@ -355,7 +366,58 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         colo: this.colo.status,
       },
       lastFailover: this.lastFailover,
+      maintenance: m ? { on: true, reason: m.reason, since: m.since } : { on: false },
     };
+  }
+
+  /** True while maintenance mode is on (as of the last look at the file). */
+  get inMaintenance(): boolean {
+    return this.maintenance !== undefined;
+  }
+
+  /**
+   * Reads the maintenance file once, then watches the state dir for it. The watch only makes the
+   * change visible promptly (log, /status, metric); considerTakeover() looks at the file itself, so
+   * a missed or coalesced watch event can never let an automatic failover through.
+   */
+  private watchMaintenance(): void {
+    this.refreshMaintenance(false);
+    try {
+      this.maintenanceWatcher = watch(this.cfg.node.stateDir, { persistent: false }, (_event, file) => {
+        // Some platforms give no file name: look anyway, it is one stat.
+        if (file === null || file === MAINTENANCE_FILE_NAME) this.refreshMaintenance(true);
+      });
+      this.maintenanceWatcher.on('error', (err) => this.log.warn({ err }, 'maintenance file watch failed: checked before each takeover only'));
+    } catch (err) {
+      this.log.warn({ err }, 'cannot watch the state dir for the maintenance file: checked before each takeover only');
+    }
+  }
+
+  /**
+   * Looks at the maintenance file; logs and announces an on/off change. When maintenance ends
+   * while the peer is still down (or its QEMU reported gone), the trigger that was refused is gone
+   * (the heartbeat verdict does not repeat, our COLO_EXIT was already consumed): with `reevaluate`
+   * the decision is taken again now, as if the trigger had just arrived.
+   */
+  private refreshMaintenance(reevaluate: boolean): MaintenanceInfo | undefined {
+    const before = this.maintenance;
+    const now = readMaintenance(this.cfg.node.stateDir);
+    this.maintenance = now;
+    if ((before === undefined) === (now === undefined)) return now;
+    if (now) {
+      this.log.warn({ reason: now.reason, since: now.since, by: now.by }, 'maintenance mode on: automatic failover suspended');
+    } else {
+      this.log.warn({ was: before?.reason }, 'maintenance mode off: automatic failover resumed');
+    }
+    this.emit('maintenance', now);
+    if (!now && reevaluate && WATCHING.has(this.current)) {
+      if (this.peer.state === 'down' && !(this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession)) {
+        void this.considerTakeover('peer-down');
+      } else if (this.peerSummary?.qemuReachable === false) {
+        void this.considerTakeover('peer-qemu-gone');
+      }
+    }
+    return now;
   }
 
   private detectorTunables() {
@@ -489,6 +551,16 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       this.log.debug({ trigger, state: this.current }, 'takeover trigger ignored');
       return;
     }
+    // Maintenance suspends automatic takeovers only: an operator's request still goes through.
+    // The file itself is looked at (not only the watch's last news).
+    const maintenance = trigger === 'manual' ? undefined : this.refreshMaintenance(false);
+    if (maintenance) {
+      this.log.warn(
+        { trigger, reason: `maintenance mode: automatic failover suspended (${maintenance.reason || 'no reason given'})`, since: maintenance.since },
+        'no takeover',
+      );
+      return;
+    }
     this.deciding = true;
     let acted = false;
     try {
@@ -524,6 +596,12 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         return;
       }
       this.coloExitRetries = 0;
+      // Maintenance may have been turned on while the facts were gathered (the probe takes time).
+      const late = trigger === 'manual' ? undefined : this.refreshMaintenance(false);
+      if (late) {
+        this.log.warn({ trigger, reason: `maintenance mode: automatic failover suspended (${late.reason || 'no reason given'})`, since: late.since }, 'no takeover');
+        return;
+      }
       acted = true;
       await this.execute(decision.sequence, trigger, decision.reason);
     } finally {

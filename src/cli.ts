@@ -6,8 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
+import { configReferenceMarkdown } from './commands/config-reference.js';
 import { demo } from './commands/demo.js';
 import { manualFailover } from './commands/failover.js';
+import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
 import { planText } from './commands/plan.js';
 import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
@@ -31,9 +33,12 @@ commands:
                 print the exact QMP commands a failover would send, without sending them
   failover      --config FILE [--qmp ADDR] [--set key=value ...]
                 run the failover on this node's QEMU now (stop the agent first; journal-guarded)
+  maintenance   on|off|status --config FILE [--reason TEXT] [--set key=value ...]
+                suspend (on) or resume (off) automatic failover on this node (a file in node.stateDir)
   status        --config FILE [--json]   ask the running agent (HTTP /status on metrics.listen)
   keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
   demo          run a primary and a secondary agent on 127.0.0.1 / 127.0.0.2 (Ctrl-C stops both)
+  config-reference   print the Markdown reference of every config key (docs/configuration.md)
   version       print the version
 
 Config keys can also come from COLO_AGENT_* environment variables (see README).`;
@@ -129,6 +134,27 @@ async function main(argv: string[]): Promise<number> {
       out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
       return 0;
     }
+    case 'maintenance': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, reason: { type: 'string' } },
+      });
+      const [action, extra] = positionals;
+      if ((action !== 'on' && action !== 'off' && action !== 'status') || extra !== undefined) throw new UsageError('maintenance needs one of on, off, status');
+      if (values.reason !== undefined && action !== 'on') throw new UsageError('--reason goes with maintenance on');
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const dir = cfg.node.stateDir;
+      if (action === 'on') {
+        out(formatMaintenance(await maintenanceOn(dir, values.reason ?? '')));
+      } else if (action === 'off') {
+        const was = await maintenanceOff(dir);
+        out(was ? formatMaintenance(undefined) : 'maintenance was already off');
+      } else {
+        out(formatMaintenance(readMaintenance(dir)));
+      }
+      return 0;
+    }
     case 'keygen': {
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });
       if (!values.out) throw new UsageError('--out FILE is required');
@@ -138,6 +164,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'demo':
       await demo(out);
+      return 0;
+    case 'config-reference':
+      out(configReferenceMarkdown());
       return 0;
     case 'version':
     case '--version':

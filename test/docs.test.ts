@@ -103,3 +103,10 @@ t.test('every relative link in docs/ resolves', async (t) => {
     t.same(broken, [], `${file.slice(ROOT.length + 1)}: ${targets.length} links, none broken`);
   }
 });
+
+t.test('colo-agent config-reference prints exactly docs/configuration.md', async (t) => {
+  const { runCli } = await import('./helpers/cli.js');
+  const r = await runCli(['config-reference']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8'));
+});

@@ -51,6 +51,8 @@ export function formatStatus(s: AgentStatus): string {
     }`,
     ...s.links.map((l) => `  link ${l.link} ${l.state}${l.rttMs !== undefined ? `  rtt ${l.rttMs.toFixed(2)} ms` : ''}`),
   ];
+  // Absent from an older agent's /status.
+  if (s.maintenance?.on) lines.push(`maintenance ON since ${s.maintenance.since ?? '?'}${s.maintenance.reason ? ` (${s.maintenance.reason})` : ''}: automatic failover suspended`);
   const f = s.lastFailover;
   if (f) lines.push(`last failover: ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
   return lines.join('\n');

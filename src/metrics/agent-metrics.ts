@@ -9,6 +9,7 @@
  */
 import type { Agent, AgentStateChange } from '../agent.js';
 import type { FailoverOutcome } from '../colo/failover-executor.js';
+import type { MaintenanceInfo } from '../commands/maintenance.js';
 import type { CheckpointEvent, ColoExitEvent, ColoMonitorEvents, ColoStatus, StallEvent } from '../colo/monitor-events.js';
 import type { StateChange, DetectorState } from '../heartbeat/detector.js';
 import type { HeartbeatEvent, LinkDownEvent, LinkUpEvent, RejectedEvent, RttEvent, SentEvent } from '../heartbeat/links.js';
@@ -116,6 +117,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
 
   setStateSet(m.state, 'state', AGENT_STATES, agent.state);
   updateRole();
+  m.maintenance.set(agent.status().maintenance?.on ? 1 : 0);
   m.qemuUp.set(qemuUp(agent.qmp.status));
   m.peerUp.set(peerUp(agent.peer.state));
   setStateSet(m.peerState, 'state', PEER_STATES, agent.peer.state);
@@ -138,6 +140,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
     // The role changes only with a failover, which always ends in a state change.
     updateRole();
   };
+  const onMaintenance = (info: MaintenanceInfo | undefined) => m.maintenance.set(info ? 1 : 0);
   const onFailover = (o: FailoverOutcome) => {
     const r = o.result;
     m.failovers.inc({ sequence: r.sequence, result: o.ok ? 'success' : 'failure' });
@@ -164,6 +167,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   agent.peer.on('state', onPeerState);
   agent.on('state', onState);
   agent.on('failover', onFailover);
+  agent.on('maintenance', onMaintenance);
   agent.links.on('link-up', onLinkUp);
   agent.links.on('link-down', onLinkDown);
   agent.links.on('heartbeat', onHeartbeat);
@@ -183,6 +187,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       agent.peer.off('state', onPeerState);
       agent.off('state', onState);
       agent.off('failover', onFailover);
+      agent.off('maintenance', onMaintenance);
       agent.links.off('link-up', onLinkUp);
       agent.links.off('link-down', onLinkDown);
       agent.links.off('heartbeat', onHeartbeat);

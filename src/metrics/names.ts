@@ -13,6 +13,7 @@ export const METRIC_TYPES = {
   colo_agent_build_info: 'gauge',
   colo_agent_state: 'gauge',
   colo_agent_role: 'gauge',
+  colo_agent_maintenance: 'gauge',
   colo_agent_colo_mode: 'gauge',
   colo_agent_checkpoints_total: 'counter',
   colo_agent_checkpoint_pause_seconds: 'histogram',

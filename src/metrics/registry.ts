@@ -115,6 +115,7 @@ export class AgentMetrics {
   readonly buildInfo: Gauge<'version' | 'node'>;
   readonly state: Gauge<'state'>;
   readonly role: Gauge<'role'>;
+  readonly maintenance: Gauge;
   readonly coloMode: Gauge<'mode'>;
   readonly checkpoints: Counter;
   readonly checkpointPause: Histogram;
@@ -163,6 +164,7 @@ export class AgentMetrics {
     setStateSet(this.state, 'state', AGENT_STATES, 'starting');
     this.role = gauge('colo_agent_role', "The node's effective role (after a failover: primary): 1 for the current one.", ['role']);
     setStateSet(this.role, 'role', ROLES, undefined);
+    this.maintenance = gauge('colo_agent_maintenance', '1 while maintenance mode is on (colo-agent maintenance on): automatic failover is suspended.');
     this.coloMode = gauge('colo_agent_colo_mode', "Our QEMU's COLO mode (query-colo-status; unknown when QEMU cannot be asked).", ['mode']);
     setStateSet(this.coloMode, 'mode', COLO_MODES, 'unknown');
 
