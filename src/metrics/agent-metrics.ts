@@ -101,6 +101,12 @@ export function bindColoMetrics(colo: ColoMonitorLike, m: AgentMetrics): Unsubsc
   };
 }
 
+/** Anything with on/off for one listener shape (our typed emitters and FailureDetector). */
+interface Listenable<A extends unknown[]> {
+  on(event: string, fn: (...args: A) => void): unknown;
+  off(event: string, fn: (...args: A) => void): unknown;
+}
+
 /**
  * Subscribes `m` to `agent` and everything in it. Call right after constructing the agent (before
  * start()) so that no event is missed; attaching later works too, from the current values on.
@@ -164,39 +170,32 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
     if (!rec.ok) m.qmpErrors.inc({ code: m.errorCodes.label(qmpErrorLabel(rec)) });
   };
 
-  agent.peer.on('state', onPeerState);
-  agent.on('state', onState);
-  agent.on('failover', onFailover);
-  agent.on('maintenance', onMaintenance);
-  agent.links.on('link-up', onLinkUp);
-  agent.links.on('link-down', onLinkDown);
-  agent.links.on('heartbeat', onHeartbeat);
-  agent.links.on('sent', onSent);
-  agent.links.on('rtt', onRtt);
-  agent.links.on('rejected', onRejected);
-  agent.qmp.on('status', onQmpStatus);
-  agent.qmp.on('command', onCommand);
-  // The ColoStatusPoller (before monitor.ts) emits only `change`; the other subscriptions then wait.
-  const offColo = bindColoMetrics(agent.colo, m);
+  // Each subscription is recorded with its own undo, so detach() cannot miss one.
+  const offs: Array<() => void> = [];
+  const listen = <A extends unknown[]>(target: Listenable<A>, event: string, fn: (...args: A) => void) => {
+    target.on(event, fn);
+    offs.push(() => target.off(event, fn));
+  };
+  listen(agent.peer, 'state', onPeerState);
+  listen(agent, 'state', onState);
+  listen(agent, 'failover', onFailover);
+  listen(agent, 'maintenance', onMaintenance);
+  listen(agent.links, 'link-up', onLinkUp);
+  listen(agent.links, 'link-down', onLinkDown);
+  listen(agent.links, 'heartbeat', onHeartbeat);
+  listen(agent.links, 'sent', onSent);
+  listen(agent.links, 'rtt', onRtt);
+  listen(agent.links, 'rejected', onRejected);
+  listen(agent.qmp, 'status', onQmpStatus);
+  listen(agent.qmp, 'command', onCommand);
+  offs.push(bindColoMetrics(agent.colo, m));
 
   let attached = true;
   return {
     detach() {
       if (!attached) return;
       attached = false;
-      agent.peer.off('state', onPeerState);
-      agent.off('state', onState);
-      agent.off('failover', onFailover);
-      agent.off('maintenance', onMaintenance);
-      agent.links.off('link-up', onLinkUp);
-      agent.links.off('link-down', onLinkDown);
-      agent.links.off('heartbeat', onHeartbeat);
-      agent.links.off('sent', onSent);
-      agent.links.off('rtt', onRtt);
-      agent.links.off('rejected', onRejected);
-      agent.qmp.off('status', onQmpStatus);
-      agent.qmp.off('command', onCommand);
-      offColo();
+      for (const off of offs) off();
       delete m.sources.peerOutageSeconds;
     },
   };
