@@ -149,9 +149,9 @@ function liveDetectorTunables(hb: HeartbeatConfig) {
 
 /** How often the agent logs a summary of link RTTs: often enough to watch, rare enough to read. */
 const RTT_LOG_PERIOD_MS = 10_000;
-/** After our QEMU's COLO_EXIT(error), how often and how many times to look at the peer again. */
-const COLO_EXIT_RETRY_MS = 50;
-const COLO_EXIT_RETRIES = 10;
+/** After our QEMU's COLO_EXIT(error) or the peer's QEMU-gone notice, how often and how many times to probe the peer again. */
+const QUICK_RETRY_MS = 50;
+const QUICK_RETRIES = 10;
 
 const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   unknown: 'waiting-for-peer',
@@ -189,7 +189,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   /** A takeover decision or sequence is under way: every other trigger waits for its outcome. */
   private deciding = false;
   private pendingTrigger: TakeoverTrigger | undefined;
-  private coloExitRetries = 0;
+  private quickRetries = 0;
   private lastFailover: LastFailover | undefined;
   /** The maintenance file's content as last read; undefined while maintenance is off. */
   private maintenance: MaintenanceInfo | undefined;
@@ -469,13 +469,17 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     this.peerSummary = e.summary;
     this.peer.beat(e.receivedAt);
     // The heartbeat carries the same news as the peer-qemu-gone message, in case that was lost.
-    if (before?.qemuReachable && !e.summary.qemuReachable) void this.considerTakeover('peer-qemu-gone');
+    if (before?.qemuReachable && !e.summary.qemuReachable) {
+      this.quickRetries = 0;
+      void this.considerTakeover('peer-qemu-gone');
+    }
   }
 
   private onPeerMessage(e: PeerMessageEvent): void {
     if (e.type !== 'peer-qemu-gone') return;
     this.log.warn({ peer: e.peerName, body: e.body }, "peer's agent reports its QEMU gone");
     if (this.peerSummary) this.peerSummary = { ...this.peerSummary, qemuReachable: false };
+    this.quickRetries = 0;
     void this.considerTakeover('peer-qemu-gone');
   }
 
@@ -496,7 +500,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     if (e.event !== 'COLO_EXIT') return;
     this.log.warn({ data: e.data }, 'COLO_EXIT');
     if (e.data.reason === 'error') {
-      this.coloExitRetries = 0;
+      this.quickRetries = 0;
       void this.considerTakeover('colo-exit-error');
     }
   }
@@ -587,15 +591,15 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         if (decision.retry && this.peer.state === 'down') {
           this.setState('peer-agent-lost', decision.reason);
           this.scheduleReprobe();
-        } else if (decision.retry && trigger === 'colo-exit-error' && this.coloExitRetries < COLO_EXIT_RETRIES) {
-          // The replication socket can close a moment before the dying QEMU's listeners do: look
-          // again shortly rather than wait for the heartbeat timeout.
-          this.coloExitRetries++;
-          this.clock.setTimeout(() => void this.considerTakeover('colo-exit-error'), COLO_EXIT_RETRY_MS);
+        } else if (decision.retry && (trigger === 'colo-exit-error' || trigger === 'peer-qemu-gone') && this.quickRetries < QUICK_RETRIES) {
+          // A dying QEMU's sockets (replication stream, QMP) can close a moment before its
+          // listeners do: look again shortly rather than wait for the heartbeat timeout.
+          this.quickRetries++;
+          this.clock.setTimeout(() => void this.considerTakeover(trigger), QUICK_RETRY_MS);
         }
         return;
       }
-      this.coloExitRetries = 0;
+      this.quickRetries = 0;
       // Maintenance may have been turned on while the facts were gathered (the probe takes time).
       const late = trigger === 'manual' ? undefined : this.refreshMaintenance(false);
       if (late) {

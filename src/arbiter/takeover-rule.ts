@@ -9,7 +9,9 @@
  *    configured role, picks the sequence (primary -> primary failover, secondary -> secondary).
  * 3. Automatic failover can be switched off (failover.enabled); a manual request still runs.
  * 4. Per trigger:
- *    - peer-qemu-gone: the peer's agent saw its own QEMU die and said so: act (fast path);
+ *    - peer-qemu-gone: the peer's agent saw its QMP socket close and said so (fast path): act when
+ *      the probe confirms (`refused`/`silent`); a QMP session can also end for other reasons (a
+ *      protocol reset), and a peer QEMU that still listens must never be replaced;
  *    - peer-down (heartbeats lost) and colo-exit-error (our QEMU lost its replication stream):
  *      act only if the probe of the peer's QEMU port says `refused` (host up, QEMU gone) or
  *      `silent` (host gone, or cut off: the split-brain case the arbiter guards). `alive` means the
@@ -52,9 +54,11 @@ export function decideTakeover(f: TakeoverFacts): TakeoverDecision {
   if (f.trigger === 'manual') return { act: true, sequence, reason: 'requested by the operator' };
   if (!f.failoverEnabled) return { act: false, retry: false, reason: 'automatic failover is disabled (failover.enabled=false)' };
 
-  if (f.trigger === 'peer-qemu-gone') return { act: true, sequence, reason: "the peer's agent reports its QEMU gone" };
-  // peer-down and colo-exit-error: the probe of the peer's QEMU decides.
-  if (f.probe === 'refused') return { act: true, sequence, reason: "the peer's host refuses its QEMU's port: its QEMU is gone" };
+  // Every automatic trigger: the probe of the peer's QEMU decides.
+  if (f.probe === 'refused') {
+    const why = f.trigger === 'peer-qemu-gone' ? "the peer's agent reports its QEMU gone and its host refuses the QEMU's port" : "the peer's host refuses its QEMU's port: its QEMU is gone";
+    return { act: true, sequence, reason: why };
+  }
   if (f.trigger === 'colo-exit-error' && f.probe === 'silent' && f.peerReportsQemuReachable === true) {
     return { act: false, retry: false, reason: "replication broke but the peer's agent reports its QEMU alive: not a dead peer" };
   }

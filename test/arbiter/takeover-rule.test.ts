@@ -23,8 +23,10 @@ t.test('a silent peer: the probe of its QEMU tells a crashed agent from a lost h
 });
 
 t.test("the peer agent's word that its QEMU is gone is the fast path", async (t) => {
-  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone' }), { act: true });
-  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone', failoverEnabled: false }), { act: false, reason: /disabled/ });
+  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone', probe: 'refused' }), { act: true, reason: /reports its QEMU gone/ });
+  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone' }), { act: false, retry: true }, 'confirmed by the probe first');
+  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone', probe: 'alive' }), { act: false, retry: true }, 'a QEMU that still listens is never replaced');
+  t.match(decideTakeover({ ...base, trigger: 'peer-qemu-gone', probe: 'refused', failoverEnabled: false }), { act: false, reason: /disabled/ });
 });
 
 t.test('COLO_EXIT(error) acts only when the peer is not reported alive', async (t) => {
