@@ -422,14 +422,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
 
   private detectorTunables() {
     const hb = this.cfg.heartbeat;
-    return {
-      intervalMs: hb.intervalMs,
-      missThreshold: hb.missThreshold,
-      suspectMisses: hb.suspectMisses,
-      recoverBeats: hb.recoverBeats,
-      startupGraceMs: hb.startupGraceMs,
-      phiThreshold: hb.phiThreshold,
-    };
+    return { ...liveDetectorTunables(hb), startupGraceMs: hb.startupGraceMs };
   }
 
   private wire(): void {

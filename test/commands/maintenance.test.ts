@@ -3,7 +3,7 @@ import t from 'tap';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readMaintenance } from '../../src/commands/maintenance.js';
-import { EXAMPLE_CONFIGS, freePort, logMsg, requireBuiltCli, startAgent } from '../helpers/agent-process.js';
+import { EXAMPLE_CONFIGS, freePort, loneAgentSets, logMsg, requireBuiltCli, startAgent } from '../helpers/agent-process.js';
 import { runCli } from '../helpers/cli.js';
 import { fetchMetrics, httpGet } from '../helpers/http.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
@@ -82,15 +82,7 @@ if (requireBuiltCli(t)) {
     const stateDir = join(dir, 'state');
     mkdirSync(stateDir);
     const metricsPort = await freePort();
-    const sets = [
-      'heartbeat.insecure=true',
-      'heartbeat.keyFile=',
-      `heartbeat.listen=127.0.0.1:${await freePort()}`,
-      'heartbeat.peers=127.0.0.2:9',
-      `node.stateDir=${stateDir}`,
-      `qemu.qmp=unix:${join(dir, 'absent.sock')}`,
-      `metrics.listen=127.0.0.1:${metricsPort}`,
-    ];
+    const sets = await loneAgentSets(dir, stateDir, metricsPort);
     const agent = await startAgent({ name: 'primary', config: EXAMPLE_CONFIGS.primary, sets, t });
     const cli = ['--config', EXAMPLE_CONFIGS.primary, ...sets.flatMap((s) => ['--set', s])];
     const gauge = async () => /^colo_agent_maintenance (\d+)$/m.exec((await fetchMetrics(metricsPort)).body)?.[1];

@@ -1,22 +1,14 @@
 /** `colo-agent status` against a running agent process, over its real HTTP /status. */
 import t from 'tap';
 import { join } from 'node:path';
-import { EXAMPLE_CONFIGS, freePort, startAgent } from '../helpers/agent-process.js';
+import { EXAMPLE_CONFIGS, freePort, loneAgentSets, startAgent } from '../helpers/agent-process.js';
 import { runCli } from '../helpers/cli.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
 
 t.test('human summary and --json from a running agent; a clear error when none answers', async (t) => {
   const dir = shortTempDir(t, 'st-');
   const metricsPort = await freePort();
-  const sets = [
-    'heartbeat.insecure=true',
-    'heartbeat.keyFile=',
-    `heartbeat.listen=127.0.0.1:${await freePort()}`,
-    'heartbeat.peers=127.0.0.2:9',
-    `node.stateDir=${join(dir, 'state')}`,
-    `qemu.qmp=unix:${join(dir, 'absent.sock')}`,
-    `metrics.listen=127.0.0.1:${metricsPort}`,
-  ];
+  const sets = await loneAgentSets(dir, join(dir, 'state'), metricsPort);
   await startAgent({ name: 'primary', config: EXAMPLE_CONFIGS.primary, sets, t });
   const cliSets = sets.flatMap((s) => ['--set', s]);
 

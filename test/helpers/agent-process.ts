@@ -703,3 +703,20 @@ async function startPairOnce(opts: PairOptions, paths: number, wiring: 'direct' 
     throw err;
   }
 }
+
+/**
+ * `--set` values for one agent alone on 127.0.0.1, heartbeat-only (insecure, a peer that never
+ * answers, no QEMU), with its metrics/status endpoint on `metricsPort`: for CLI tests that talk to
+ * a running agent.
+ */
+export async function loneAgentSets(dir: string, stateDir: string, metricsPort: number): Promise<string[]> {
+  return [
+    'heartbeat.insecure=true',
+    'heartbeat.keyFile=',
+    `heartbeat.listen=127.0.0.1:${await freePort()}`,
+    'heartbeat.peers=127.0.0.2:9',
+    `node.stateDir=${stateDir}`,
+    `qemu.qmp=unix:${join(dir, 'absent.sock')}`,
+    `metrics.listen=127.0.0.1:${metricsPort}`,
+  ];
+}
