@@ -75,12 +75,17 @@ export interface ConnectionContext {
   settings: Readonly<ConnectionSettings>;
   /** The health summary for the next heartbeat, or undefined to skip it. */
   summary(): HealthSummary | undefined;
+  /** Our arbitration epoch, carried in every frame we send. */
+  epoch(): number;
 }
 
 export interface ConnectionHooks {
   established(conn: HeartbeatConnection, change: PeerSessionChange): void;
   heartbeat(conn: HeartbeatConnection, seq: number, body: HeartbeatBody, receivedAt: number): void;
-  rtt(conn: HeartbeatConnection, rttMs: number): void;
+  /** An ACK came back: `sentAt` is our send time of the acknowledged heartbeat (leases count from it). */
+  rtt(conn: HeartbeatConnection, rttMs: number, sentAt: number): void;
+  /** The peer's frames carry a higher epoch than any before on this connection (HELLO's included, reported once established). */
+  epoch(conn: HeartbeatConnection, epoch: number): void;
   goodbye(conn: HeartbeatConnection, reason: string): void;
   message(conn: HeartbeatConnection, type: ReservedTypeName, body: ReservedBody): void;
   rejected(conn: HeartbeatConnection, err: FrameRejectedError): void;
@@ -106,6 +111,8 @@ export class HeartbeatConnection {
   /** Resolves once the socket is closed and the `closed` hook has run. */
   readonly closed: Promise<void>;
   lastRttMs: number | undefined;
+  /** The highest epoch the peer's frames carried on this connection. */
+  peerEpoch: number | undefined;
 
   private st: ConnectionState;
   private linkName: string;
@@ -286,6 +293,13 @@ export class HeartbeatConnection {
       this.armIdleTimer();
       this.hooks.established(this, change);
       if (this.closing) return;
+      if (this.peerEpoch !== undefined) this.hooks.epoch(this, this.peerEpoch);
+      if (this.closing) return;
+    }
+    if (this.peerEpoch === undefined || f.epoch > this.peerEpoch) {
+      this.peerEpoch = f.epoch;
+      this.hooks.epoch(this, f.epoch);
+      if (this.closing) return;
     }
     this.ctx.sessions.accept(peer.session, f.seq);
     this.lastValidAt = now;
@@ -300,7 +314,7 @@ export class HeartbeatConnection {
         // sentAt is our own clock reading echoed back; a value from the future is a peer bug.
         if (rtt >= 0) {
           this.lastRttMs = rtt;
-          this.hooks.rtt(this, rtt);
+          this.hooks.rtt(this, rtt, m.body.sentAt);
         }
         break;
       }
@@ -328,6 +342,7 @@ export class HeartbeatConnection {
     this.reader.setKey(connKey);
     this.sendKey = connKey;
     this.peerInfo = { name: h.name, role: h.role, session: h.session, helloSeq: f.seq };
+    this.peerEpoch = f.epoch;
     this.st = 'confirming';
     // The first frame under the connection key, our proof of the key; later ones come in rounds.
     const summary = this.ctx.summary();
@@ -395,7 +410,7 @@ export class HeartbeatConnection {
 
   private send(msg: Message): boolean {
     if (this.closing || this.socket.destroyed) return false;
-    const frame = encodeFrame({ session: this.ctx.session, seq: this.ctx.nextSeq(), message: msg, key: this.sendKey });
+    const frame = encodeFrame({ session: this.ctx.session, seq: this.ctx.nextSeq(), message: msg, epoch: this.ctx.epoch(), key: this.sendKey });
     this.socket.write(frame);
     if (this.socket.writableLength > this.ctx.settings.maxPendingWriteBytes) {
       this.destroy('write-backlog');

@@ -34,6 +34,8 @@ export interface DecodedFrame {
   session: string;
   seq: number;
   message: Message;
+  /** The sender's arbitration epoch, carried in every payload. */
+  epoch: number;
   /** Size on the wire, length prefix included. */
   bytes: number;
 }
@@ -61,8 +63,8 @@ export function sealFrame(f: RawFrame, key: Buffer): Buffer {
 }
 
 /** Encodes a typed message into a sealed frame of the current protocol version. */
-export function encodeFrame(args: { session: string; seq: number; message: Message; key: Buffer }): Buffer {
-  const { typeCode, payload } = encodePayload(args.message);
+export function encodeFrame(args: { session: string; seq: number; message: Message; epoch: number; key: Buffer }): Buffer {
+  const { typeCode, payload } = encodePayload(args.message, args.epoch);
   return sealFrame({ version: PROTOCOL_VERSION, typeCode, session: args.session, seq: args.seq, payload }, args.key);
 }
 
@@ -95,8 +97,8 @@ export function openFrame(frame: Buffer, key: Buffer, probeKey?: Buffer): Decode
   const session = frame.toString('hex', 6, 6 + SESSION_BYTES);
   const seqBig = frame.readBigUInt64BE(6 + SESSION_BYTES);
   if (seqBig > BigInt(Number.MAX_SAFE_INTEGER)) throw new MalformedFrameError('sequence number beyond 2^53');
-  const message = decodePayload(typeCode, frame.subarray(HEADER_BYTES, macAt));
-  return { version, typeCode, session, seq: Number(seqBig), message, bytes: frame.length };
+  const { epoch, ...message } = decodePayload(typeCode, frame.subarray(HEADER_BYTES, macAt));
+  return { version, typeCode, session, seq: Number(seqBig), message: message as Message, epoch, bytes: frame.length };
 }
 
 export interface FrameReaderOptions {

@@ -82,6 +82,8 @@ export interface HeartbeatLinksOptions {
   closeGraceMs?: number;
   /** The health summary sent with each heartbeat. Called once per heartbeat per link. */
   summary: () => HealthSummary;
+  /** Our arbitration epoch, carried in every frame. Default: always 0. */
+  epoch?: () => number;
   clock?: Clock;
   logger?: Logger;
   /** Backoff jitter source (tests). */
@@ -112,10 +114,22 @@ export interface HeartbeatEvent {
   summary: HealthSummary;
   /** Our clock.now() at receipt. */
   receivedAt: number;
+  /** The highest epoch the peer's frames carried on this link. */
+  epoch: number;
 }
 export interface RttEvent {
   link: string;
   rttMs: number;
+  /** Our send time of the acknowledged heartbeat (our clock). */
+  sentAt: number;
+  peerName: string;
+}
+/** A peer's frames carry a higher epoch than before on this link. */
+export interface PeerEpochEvent {
+  link: string;
+  peerName: string;
+  peerSession: string;
+  epoch: number;
 }
 export interface PeerSessionEvent {
   kind: 'new' | 'changed';
@@ -148,6 +162,8 @@ export interface PeerMessageEvent {
   peerSession: string;
   type: ReservedTypeName;
   body: ReservedBody;
+  /** The sender's epoch carried by this frame's link (highest seen on it). */
+  epoch: number;
 }
 
 export type HeartbeatLinksEvents = {
@@ -160,6 +176,7 @@ export type HeartbeatLinksEvents = {
   goodbye: [GoodbyeEvent];
   rejected: [RejectedEvent];
   message: [PeerMessageEvent];
+  epoch: [PeerEpochEvent];
 };
 
 export interface LinkInfo {
@@ -287,6 +304,7 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
       sessions: new PeerSessions(opts.replayWindow !== undefined ? { windowSize: opts.replayWindow } : {}),
       settings: this.settings,
       summary: () => this.currentSummary(),
+      epoch: opts.epoch ?? (() => 0),
     };
     this.hooks = this.makeHooks();
   }
@@ -345,13 +363,22 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
    * InvalidMessageError for a body that cannot be sent.
    */
   send(type: ReservedTypeName, body: ReservedBody): number {
-    const { payload } = encodePayload({ type, body });
+    return this.sendWhere(type, body, () => true);
+  }
+
+  /** Like send(), on the established links to one peer only (by node name). */
+  sendTo(peerName: string, type: ReservedTypeName, body: ReservedBody): number {
+    return this.sendWhere(type, body, (c) => c.peer?.name === peerName);
+  }
+
+  private sendWhere(type: ReservedTypeName, body: ReservedBody, pick: (c: HeartbeatConnection) => boolean): number {
+    const { payload } = encodePayload({ type, body }, this.ctx.epoch());
     // A peer with the same settings would refuse a larger frame as `oversize` and drop the link.
     if (MIN_BODY_BYTES + payload.length > this.settings.maxFrameBytes) {
       throw new InvalidMessageError(`${type} body too large: ${payload.length} bytes of payload, maxFrameBytes ${this.settings.maxFrameBytes}`);
     }
     let n = 0;
-    for (const c of this.conns) if (c.sendMessage(type, body)) n++;
+    for (const c of this.conns) if (pick(c) && c.sendMessage(type, body)) n++;
     return n;
   }
 
@@ -428,7 +455,7 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
   private currentSummary(): HealthSummary | undefined {
     try {
       const s = this.opts.summary();
-      encodePayload({ type: 'heartbeat', body: { sentAt: 0, summary: s } }); // validates
+      encodePayload({ type: 'heartbeat', body: { sentAt: 0, summary: s } }, 0); // validates
       this.lastSummary = s;
     } catch (err) {
       this.rateLog.log('error', 'summary', { err }, 'health summary callback failed or returned an invalid summary; resending the last good one');
@@ -552,9 +579,14 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
           sentAt: body.sentAt,
           summary: body.summary,
           receivedAt,
+          epoch: conn.peerEpoch ?? 0,
         });
       },
-      rtt: (conn, rttMs) => this.fire('rtt', { link: conn.link, rttMs }),
+      rtt: (conn, rttMs, sentAt) => this.fire('rtt', { link: conn.link, rttMs, sentAt, peerName: conn.peer!.name }),
+      epoch: (conn, epoch) => {
+        const peer = conn.peer!;
+        this.fire('epoch', { link: conn.link, peerName: peer.name, peerSession: peer.session, epoch });
+      },
       goodbye: (conn, reason) => {
         const peer = conn.peer!;
         this.log.info({ link: conn.link, peer: peer.name, reason }, 'heartbeat peer said goodbye');
@@ -562,7 +594,7 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
       },
       message: (conn, type, body) => {
         const peer = conn.peer!;
-        this.fire('message', { link: conn.link, peerName: peer.name, peerSession: peer.session, type, body });
+        this.fire('message', { link: conn.link, peerName: peer.name, peerSession: peer.session, type, body, epoch: conn.peerEpoch ?? 0 });
       },
       rejected: (conn, err) => this.reportRejected(err, conn.link, conn.remoteAddress),
       closed: (conn, reason, wasEstablished) => {

@@ -17,6 +17,8 @@
  *   HEARTBEAT  {"sentAt":ms >= 0,"summary":{"role","coloMode","qemuReachable"[,"agentState"]}}
  *   ACK        {"seq":integer >= 0,"sentAt":ms >= 0}   (echo of the acknowledged HEARTBEAT)
  *   GOODBYE    {"reason":string of at most 200 characters, no control characters}
+ * and every payload, of every type, also carries {"epoch": integer >= 0}: the sender's arbitration
+ * epoch (src/arbiter/arbiter.ts), so a node learns from any frame that the other side moved on.
  */
 import { InvalidMessageError, MalformedFrameError, UnknownTypeError } from './errors.js';
 import { MessageType, RESERVED_TYPES, reservedTypeName, type ReservedTypeName } from './protocol.js';
@@ -70,6 +72,12 @@ export type Message =
   | { type: ReservedTypeName; body: ReservedBody };
 
 export type MessageName = Message['type'];
+
+/** A decoded payload: the message and the sender's epoch that every payload carries. */
+export type DecodedMessage = Message & { epoch: number };
+
+/** The largest epoch on the wire (a safe integer, so JSON round-trips it exactly). */
+export const MAX_EPOCH = Number.MAX_SAFE_INTEGER;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const TOKEN_RE = /^[a-z][a-z0-9-]{0,31}$/;
@@ -186,11 +194,12 @@ function noProtoKeys(key: string, value: unknown): unknown {
  * Strictly decodes the payload of a frame of type `type`. Throws UnknownTypeError for a type
  * number outside protocol.ts, MalformedFrameError for everything else that is wrong.
  */
-export function decodePayload(type: number, payload: Buffer): Message {
+export function decodePayload(type: number, payload: Buffer): DecodedMessage {
   try {
     const text = utf8.decode(payload);
-    const parsed: unknown = JSON.parse(text, noProtoKeys);
-    return bodyOf(type, object(parsed, 'payload'));
+    const { epoch, ...rest } = object(JSON.parse(text, noProtoKeys), 'payload');
+    const message = bodyOf(type, rest);
+    return { ...message, epoch: int({ epoch }, 'epoch', 0, MAX_EPOCH, 'payload') };
   } catch (err) {
     if (err instanceof UnknownTypeError) throw err;
     const why = err instanceof FieldError ? err.message : err instanceof SyntaxError ? 'payload is not JSON' : err instanceof TypeError ? 'payload is not UTF-8' : 'payload is invalid';
@@ -234,12 +243,12 @@ function wireOf(msg: Message): unknown {
   }
 }
 
-/** Encodes a message's payload; throws InvalidMessageError if a peer would refuse it. */
-export function encodePayload(msg: Message): { typeCode: number; payload: Buffer } {
+/** Encodes a message's payload with the sender's epoch; throws InvalidMessageError if a peer would refuse it. */
+export function encodePayload(msg: Message, epoch: number): { typeCode: number; payload: Buffer } {
   const typeCode = typeCodeOf(msg.type);
   let payload: Buffer;
   try {
-    payload = Buffer.from(JSON.stringify(wireOf(msg)), 'utf8');
+    payload = Buffer.from(JSON.stringify({ ...(wireOf(msg) as Obj), epoch }), 'utf8');
   } catch (err) {
     throw new InvalidMessageError(`${msg.type} body cannot be serialised: ${(err as Error).message}`);
   }

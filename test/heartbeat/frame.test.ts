@@ -31,7 +31,7 @@ const messages: Message[] = [
   { type: 'ready-to-be-secondary', body: { host: 'b' } },
 ];
 
-const frames = messages.map((message, i) => encodeFrame({ session, seq: i + 1, message, key }));
+const frames = messages.map((message, i) => encodeFrame({ session, seq: i + 1, message, epoch: 0, key }));
 
 function readAll(reader: FrameReader, chunks: Buffer[]): Message[] {
   const out: Message[] = [];
@@ -59,9 +59,9 @@ t.test('layout: length prefix, version, type, session, seq, payload, MAC over al
   t.equal(f[5], 3);
   t.equal(f.toString('hex', 6, 14), session);
   t.equal(f.readBigUInt64BE(14), 3n);
-  t.equal(f.subarray(HEADER_BYTES, f.length - MAC_BYTES).toString(), '{"seq":7,"sentAt":1.5}');
+  t.equal(f.subarray(HEADER_BYTES, f.length - MAC_BYTES).toString(), '{"seq":7,"sentAt":1.5,"epoch":0}');
   const d = openFrame(f, key);
-  t.same(d, { version: 1, typeCode: 3, session, seq: 3, message: messages[2], bytes: f.length });
+  t.same(d, { version: 1, typeCode: 3, session, seq: 3, message: messages[2], epoch: 0, bytes: f.length });
 });
 
 t.test('every type round-trips through the reader, whole and in 1-byte writes', async (t) => {
@@ -80,8 +80,8 @@ t.test('every type round-trips through the reader, whole and in 1-byte writes', 
 
 t.test('the key can change between two frames of one chunk', async (t) => {
   const k2 = randomBytes(32);
-  const a = encodeFrame({ session, seq: 1, message: messages[0]!, key });
-  const b = encodeFrame({ session, seq: 2, message: messages[1]!, key: k2 });
+  const a = encodeFrame({ session, seq: 1, message: messages[0]!, epoch: 0, key });
+  const b = encodeFrame({ session, seq: 2, message: messages[1]!, epoch: 0, key: k2 });
   const r = new FrameReader({ key });
   r.push(Buffer.concat([a, b]));
   t.equal(r.next()?.message.type, 'hello');
@@ -103,7 +103,7 @@ t.test('oversize length prefix is refused from the 4 prefix bytes alone', async 
   const r2 = new FrameReader({ key });
   t.equal(rejectionOf(() => { r2.push(huge.subarray(0, 2)); r2.push(huge.subarray(2)); }).reason, 'oversize', 'prefix split across chunks');
   // A legitimate frame exactly at the limit is fine.
-  const padded = (n: number): Buffer => encodeFrame({ session, seq: 1, message: { type: 'peer-qemu-gone', body: { pad: 'x'.repeat(n) } }, key });
+  const padded = (n: number): Buffer => encodeFrame({ session, seq: 1, message: { type: 'peer-qemu-gone', body: { pad: 'x'.repeat(n) } }, epoch: 0, key });
   const exact = padded(1024 - (padded(0).length - 4));
   t.equal(exact.readUInt32BE(0), 1024);
   const r3 = new FrameReader({ key, maxFrameBytes: 1024 });
@@ -151,7 +151,7 @@ t.test('bad MAC: wrong key, any flipped bit', async (t) => {
 });
 
 t.test('insecure peer against a keyed node: auth-mismatch, not a silent bad-mac', async (t) => {
-  const f = encodeFrame({ session, seq: 1, message: messages[0]!, key: INSECURE_KEY });
+  const f = encodeFrame({ session, seq: 1, message: messages[0]!, epoch: 0, key: INSECURE_KEY });
   const err = rejectionOf(() => openFrame(f, key, INSECURE_KEY));
   t.type(err, AuthMismatchError);
   t.equal(err.reason, 'auth-mismatch');
@@ -169,7 +169,7 @@ t.test('unknown type with a valid MAC', async (t) => {
 });
 
 t.test('malformed payload and sequence number beyond 2^53', async (t) => {
-  const bad = sealFrame({ version: 1, typeCode: 3, session, seq: 1, payload: Buffer.from('{"seq":1}') }, key);
+  const bad = sealFrame({ version: 1, typeCode: 3, session, seq: 1, payload: Buffer.from('{"seq":1,"epoch":0}') }, key);
   t.type(rejectionOf(() => openFrame(bad, key)), MalformedFrameError);
   // sealFrame refuses such a seq, so patch one in and re-MAC by hand.
   const big = Buffer.from(frames[2]!);

@@ -197,10 +197,38 @@ t.test('reserved message types reach the peer as message events', async (t) => {
   await waitEvent(b, 'link-up');
   const msg = waitEvent(a, 'message');
   t.equal(b.send('peer-qemu-gone', { event: 'COLO_EXIT', reason: 'error' }), 1);
-  t.same(await msg, { link: 'in:127.0.0.1', peerName: 'node-b', peerSession: b.session, type: 'peer-qemu-gone', body: { event: 'COLO_EXIT', reason: 'error' } });
+  t.same(await msg, { link: 'in:127.0.0.1', peerName: 'node-b', peerSession: b.session, type: 'peer-qemu-gone', body: { event: 'COLO_EXIT', reason: 'error' }, epoch: 0 });
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   t.throws(() => b.send('failover-announce', cyclic), InvalidMessageError, 'unsendable body throws to the caller');
+});
+
+t.test('every frame carries the sender epoch: epoch events on connect and on each rise; sendTo picks one peer', async (t) => {
+  const k = key();
+  let aEpoch = 3;
+  const a = await startLinks(t, { nodeName: 'node-a', listen: '127.0.0.1:0', key: k, epoch: () => aEpoch });
+  const b = await startLinks(t, { nodeName: 'node-b', role: 'secondary', peers: [`127.0.0.1:${portOf(a)}`], key: k });
+  const c = await startLinks(t, { nodeName: 'node-c', role: 'witness', peers: [`127.0.0.1:${portOf(a)}`], key: k });
+  const bEpochs = record(b, 'epoch');
+  const aEpochs = record(a, 'epoch');
+  await Promise.all([waitEvent(b, 'heartbeat'), waitEvent(c, 'heartbeat')]);
+  t.match(bEpochs, [{ peerName: 'node-a', epoch: 3 }], 'the HELLO epoch is reported once the link is up');
+  t.ok(aEpochs.every((e) => e.epoch === 0), 'peers without an epoch source send 0');
+  t.equal((await waitEvent(b, 'heartbeat')).epoch, 3, 'heartbeat events carry the link epoch');
+  aEpoch = 5;
+  await until(() => bEpochs.length >= 2);
+  t.match(bEpochs[1], { peerName: 'node-a', epoch: 5 });
+  const beat = await waitEvent(b, 'heartbeat');
+  t.equal(beat.epoch, 5);
+  t.equal(bEpochs.length, 2, 'an unchanged epoch raises no further event');
+
+  const toB = waitEvent(b, 'message');
+  const cMessages = record(c, 'message');
+  t.equal(a.sendTo('node-b', 'arbitration-grant', { granted: true }), 1, 'one link to node-b');
+  t.match(await toB, { type: 'arbitration-grant', body: { granted: true }, epoch: 5 });
+  t.equal(a.sendTo('node-x', 'arbitration-grant', { granted: true }), 0, 'no link to an unknown node');
+  await sleep(50);
+  t.same(cMessages, [], 'the other peer got nothing');
 });
 
 t.test('insecure mode: insecure pairs talk, insecure never silently meets keyed', async (t) => {

@@ -156,11 +156,12 @@ export class RawPeer {
   }
 
   /** A frame from this peer; defaults: our session, next seq, connection key once known. */
-  frame(message: Message, o: { session?: string; seq?: number; key?: Buffer } = {}): Buffer {
+  frame(message: Message, o: { session?: string; seq?: number; key?: Buffer; epoch?: number } = {}): Buffer {
     return encodeFrame({
       session: o.session ?? this.session,
       seq: o.seq ?? ++this.seq,
       message,
+      epoch: o.epoch ?? 0,
       key: o.key ?? this.connKey ?? this.sharedKey,
     });
   }
