@@ -10,7 +10,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
+import type { Arbiter } from './arbiter/arbiter.js';
+import { createArbiter } from './arbiter/create-arbiter.js';
+import { EpochStore, type EpochSnapshot } from './arbiter/epoch-store.js';
 import { probePeerQemuAndHost, type PeerQemuProbeResult } from './arbiter/peer-qemu-probe.js';
+import { hungQemuVerdict, selfFenceQemu } from './arbiter/self-fence.js';
+import { TakeoverGate, type ArbitrationEvent, type FenceEvent } from './arbiter/takeover-gate.js';
 import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
 import { MAINTENANCE_FILE_NAME, readMaintenance, type MaintenanceInfo } from './commands/maintenance.js';
 import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
@@ -32,6 +37,10 @@ import { systemClock, type Clock, type TimerHandle } from './util/clock.js';
  * - waiting-for-peer: no valid heartbeat yet since start;
  * - peer-up / peer-suspect / peer-down: the peer-wide failure detector's verdict while we watch;
  * - peer-agent-lost: the peer's agent is silent but its QEMU still answers: no takeover, re-probing;
+ * - arbitrating: a takeover is wanted but not (yet) cleared: the arbiter has not granted it (it is
+ *   unreachable, or the other node holds the lease) or no gateway answers; asking again periodically;
+ * - stale: another node was granted a newer epoch: this node stays passive for good (an operator,
+ *   or a resume as the new secondary, ends it); a guest it ran as primary was stopped;
  * - qemu-lost: our own QEMU went away; the peer was told (fast path); we never fail over on it;
  * - failing-over: a failover sequence is running on our QEMU;
  * - solo: failover done: our QEMU runs the VM alone (unprotected until replication resumes);
@@ -45,6 +54,8 @@ export type AgentState =
   | 'peer-suspect'
   | 'peer-down'
   | 'peer-agent-lost'
+  | 'arbitrating'
+  | 'stale'
   | 'qemu-lost'
   | 'failing-over'
   | 'solo'
@@ -53,7 +64,7 @@ export type AgentState =
   | 'stopped';
 
 /** States in which the peer's heartbeat verdict drives the state and may start a takeover. */
-const WATCHING: ReadonlySet<AgentState> = new Set(['waiting-for-peer', 'peer-up', 'peer-suspect', 'peer-down', 'peer-agent-lost']);
+const WATCHING: ReadonlySet<AgentState> = new Set(['waiting-for-peer', 'peer-up', 'peer-suspect', 'peer-down', 'peer-agent-lost', 'arbitrating']);
 
 export interface AgentStateChange {
   from: AgentState;
@@ -99,6 +110,24 @@ export interface AgentStatus {
   lastFailover?: LastFailover;
   /** Maintenance mode (`colo-agent maintenance on`): no automatic takeover starts while on. */
   maintenance: { on: boolean; reason?: string; since?: string };
+  /** Our epoch as persisted (undefined before start). */
+  epoch?: Pick<EpochSnapshot, 'epoch' | 'newestSeen' | 'newestSeenFrom' | 'stale' | 'holder' | 'updatedAt'>;
+  arbiter: { mode: string; reachable: boolean; leaseRemainingMs?: number };
+  /** Set while our guest is paused by the agent: 'lease' (cut off, lease ran out) or 'stale'. */
+  guestStopped?: GuestStopReason;
+}
+
+export type GuestStopReason = 'lease' | 'stale';
+
+export interface GuestStopEvent {
+  reason: GuestStopReason;
+  ok: boolean;
+  error?: string;
+}
+
+export interface SelfFenceEvent {
+  killed: boolean;
+  reason: string;
 }
 
 /** What reload() did with the changed keys. */
@@ -153,6 +182,10 @@ const RTT_LOG_PERIOD_MS = 10_000;
 const QUICK_RETRY_MS = 50;
 const QUICK_RETRIES = 10;
 
+function pickEpoch(s: EpochSnapshot): NonNullable<AgentStatus['epoch']> {
+  return { epoch: s.epoch, newestSeen: s.newestSeen, newestSeenFrom: s.newestSeenFrom, stale: s.stale, holder: s.holder, updatedAt: s.updatedAt };
+}
+
 const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   unknown: 'waiting-for-peer',
   up: 'peer-up',
@@ -160,8 +193,21 @@ const PEER_TO_AGENT: Record<DetectorState, AgentState> = {
   down: 'peer-down',
 };
 
-export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [FailoverOutcome]; maintenance: [MaintenanceInfo | undefined] }> {
+export type AgentEvents = {
+  state: [AgentStateChange];
+  failover: [FailoverOutcome];
+  maintenance: [MaintenanceInfo | undefined];
+  arbitration: [ArbitrationEvent];
+  fence: [FenceEvent];
+  'self-fence': [SelfFenceEvent];
+  'guest-stop': [GuestStopEvent];
+  /** Our epoch or the newest one seen changed. */
+  epoch: [EpochSnapshot];
+};
+
+export class Agent extends EventEmitter<AgentEvents> {
   readonly links: HeartbeatLinks;
+  readonly arbiter: Arbiter;
   readonly peer: FailureDetector;
   readonly qmp: QmpClient;
   readonly colo: ColoMonitor;
@@ -194,6 +240,15 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
   /** The maintenance file's content as last read; undefined while maintenance is off. */
   private maintenance: MaintenanceInfo | undefined;
   private maintenanceWatcher: FSWatcher | undefined;
+  private epochs: EpochStore | undefined;
+  private gate: TakeoverGate | undefined;
+  /** Why we paused our guest, while it is paused by us. */
+  private guestStoppedBy: GuestStopReason | undefined;
+  private guardTimer: TimerHandle | undefined;
+  /** Since when QMP has been unhealthy / checkpoints stalled (self-fence evidence). */
+  private unhealthySince: number | undefined;
+  private stalledSince: number | undefined;
+  private selfFenced = false;
 
   /** The running config: changed after construction by setConfig() only. */
   private cfg: AgentConfig;
@@ -238,13 +293,16 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       maxConnectionsPerSource: hb.maxConnectionsPerSource,
       reconnectInitialMs: hb.reconnectInitialMs,
       reconnectMaxMs: hb.reconnectMaxMs,
-      summary: () => ({
-        role: this.role,
-        coloMode: this.colo.status.mode,
-        // unhealthy = a command timed out but the socket is open: QEMU exists.
-        qemuReachable: this.qmp.status === 'ready' || this.qmp.status === 'unhealthy',
-        agentState: this.current,
-      }),
+      summary: () => this.summary(),
+      epoch: () => this.epochs?.epoch ?? 0,
+      clock: this.clock,
+      logger: deps.logger,
+    });
+    this.arbiter = createArbiter(cfg, {
+      key: deps.key,
+      summary: () => this.summary(),
+      epoch: () => this.epochs?.epoch ?? 0,
+      isPrimary: () => this.colo.status.mode === 'primary' || (this.role === 'primary' && this.current !== 'stale'),
       clock: this.clock,
       logger: deps.logger,
     });
@@ -253,6 +311,17 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
 
   get state(): AgentState {
     return this.current;
+  }
+
+  /** What our heartbeats tell the peer and the witness. */
+  private summary(): HealthSummary {
+    return {
+      role: this.role,
+      coloMode: this.colo.status.mode,
+      // unhealthy = a command timed out but the socket is open: QEMU exists.
+      qemuReachable: this.qmp.status === 'ready' || this.qmp.status === 'unhealthy',
+      agentState: this.current,
+    };
   }
 
   async start(): Promise<void> {
@@ -264,6 +333,30 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       this.role = recorded.role;
     }
     this.watchMaintenance();
+    const epochs = await EpochStore.open(this.cfg.node.stateDir, { logger: this.deps.logger });
+    this.epochs = epochs;
+    this.gate = new TakeoverGate({
+      nodeName: this.cfg.node.name,
+      arbiter: this.arbiter,
+      epochs,
+      gateways: this.cfg.arbiter.gateways.map((g) => parseHostPort(g)),
+      gatewayTimeoutMs: this.cfg.arbiter.gatewayTimeoutMs,
+      requestTimeoutMs: this.cfg.arbiter.requestTimeoutMs,
+      fence: {
+        command: this.cfg.failover.fenceCommand,
+        timeoutMs: this.cfg.failover.fenceTimeoutMs,
+        policy: this.cfg.failover.onFenceFailure,
+        maxWaitMs: this.cfg.failover.fenceMaxWaitMs,
+      },
+      peer: () => ({ name: this.peerName, host: this.peerIsPrimary() ? this.cfg.colo.primaryHost : this.cfg.colo.secondaryHost }),
+      clock: this.clock,
+      logger: this.deps.logger,
+    });
+    this.gate.on('arbitration', (e) => this.emit('arbitration', e));
+    this.gate.on('fence', (e) => this.emit('fence', e));
+    this.log.info({ epoch: epochs.snapshot(), arbiter: this.arbiter.mode }, 'epoch');
+    if (this.arbiter.mode === 'none') this.log.warn('arbiter.mode is none: a network partition can make both nodes take over (split brain)');
+    await this.arbiter.start();
     await this.links.start();
     this.log.info(
       { listen: this.links.listenAddresses(), peers: this.cfg.heartbeat.peers, intervalMs: this.cfg.heartbeat.intervalMs },
@@ -273,6 +366,7 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     this.qmp.connect().catch(() => undefined);
     this.colo.start();
     this.scheduleRttLog();
+    this.scheduleGuard();
 
     const open = journal.unfinished();
     const last = journal.current();
@@ -287,6 +381,8 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         .then(() => this.execute(open.sequence as 'primary-failover' | 'secondary-failover', 'journal', 'unfinished in the journal'))
         .catch((err: unknown) => this.setState('failed', `cannot resume ${open.sequence}: ${(err as Error).message}`))
         .finally(() => (this.deciding = false));
+    } else if (epochs.stale) {
+      this.becomeStale(epochs.snapshot().newestSeenFrom ?? 'the epoch file');
     } else if (last?.status === 'finished') {
       this.setState('solo', `${last.sequence} finished ${last.endedAt ?? ''}: running without a peer`);
     } else {
@@ -300,12 +396,13 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     this.setState('stopping', reason);
     this.clock.clearTimeout(this.rttTimer);
     this.clock.clearTimeout(this.reprobeTimer);
+    this.clock.clearTimeout(this.guardTimer);
     this.maintenanceWatcher?.close();
     this.maintenanceWatcher = undefined;
     this.colo.stop();
     this.peer.stop();
     for (const d of this.linkDetectors.values()) d.stop();
-    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close()]);
+    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close(), this.arbiter.close()]);
     this.setState('stopped', reason);
   }
 
@@ -367,6 +464,9 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       },
       lastFailover: this.lastFailover,
       maintenance: m ? { on: true, reason: m.reason, since: m.since } : { on: false },
+      ...(this.epochs && { epoch: pickEpoch(this.epochs.snapshot()) }),
+      arbiter: { mode: this.arbiter.mode, reachable: this.arbiter.reachable(), leaseRemainingMs: this.arbiter.leaseRemainingMs() },
+      ...(this.guestStoppedBy && { guestStopped: this.guestStoppedBy }),
     };
   }
 
@@ -448,6 +548,14 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       this.peerSaidGoodbye = e.peerSession;
     });
     this.links.on('message', (e) => this.onPeerMessage(e));
+    this.links.on('epoch', (e) => void this.observeEpoch(e.epoch, `peer ${e.peerName}`));
+    this.arbiter.on('epoch', (e) => {
+      // Our own grant in flight (the witness announces it before its verdict reaches us).
+      if (e.holder === this.cfg.node.name) return;
+      void this.observeEpoch(e.epoch, `${this.arbiter.mode} arbiter${e.holder ? ` (holder ${e.holder})` : ''}`);
+    });
+    this.colo.on('stalled', () => (this.stalledSince = this.clock.now() - this.cfg.colo.checkpointStallMs));
+    this.colo.on('stall-cleared', () => (this.stalledSince = undefined));
     this.peer.on('state', (c) => this.onPeerState(c));
     this.qmp.on('status', (c) => this.onQmpStatus(c));
     this.qmp.on('event', (e) => this.onQemuEvent(e));
@@ -461,6 +569,11 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     const before = this.peerSummary;
     this.peerSummary = e.summary;
     this.peer.beat(e.receivedAt);
+    // Paused for a lost lease, and the peer is back as our secondary at our epoch: it did not
+    // take over (a takeover raises the epoch it sends), so the guest is still ours to run.
+    if (this.guestStoppedBy === 'lease' && this.epochs && e.epoch <= this.epochs.epoch && e.summary.coloMode === 'secondary') {
+      void this.resumeGuest('the peer is back as our secondary at our epoch');
+    }
     // The heartbeat carries the same news as the peer-qemu-gone message, in case that was lost.
     if (before?.qemuReachable && !e.summary.qemuReachable) {
       this.quickRetries = 0;
@@ -522,11 +635,14 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     if (c.to === 'down' && !planned) void this.considerTakeover('peer-down');
   }
 
+  private peerIsPrimary(): boolean {
+    return this.colo.status.mode === 'secondary' || (this.colo.status.mode !== 'primary' && this.role === 'secondary');
+  }
+
   /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export. */
   private probePeer(): Promise<PeerQemuProbeResult> {
     const c = this.cfg.colo;
-    const peerIsPrimary = this.colo.status.mode === 'secondary' || (this.colo.status.mode !== 'primary' && this.role === 'secondary');
-    const [host, port] = peerIsPrimary ? [c.primaryHost, c.mirrorPort] : [c.secondaryHost, c.nbdPort];
+    const [host, port] = this.peerIsPrimary() ? [c.primaryHost, c.mirrorPort] : [c.secondaryHost, c.nbdPort];
     const hostPorts = this.cfg.heartbeat.peers.map((p) => parseHostPort(p));
     return probePeerQemuAndHost({ host, port }, hostPorts, this.cfg.failover.probeTimeoutMs).then((r) => {
       this.log.info({ host, port, ...r }, 'probed the peer QEMU');
@@ -599,8 +715,20 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
         this.log.warn({ trigger, reason: `maintenance mode: automatic failover suspended (${late.reason || 'no reason given'})`, since: late.since }, 'no takeover');
         return;
       }
+      const gate = await this.gate!.pass(decision.sequence === 'secondary-failover' ? 'takeover' : 'continue');
+      if (!gate.pass) {
+        this.log.warn({ trigger, step: gate.step, reason: gate.reason }, 'no takeover');
+        if (gate.step === 'stale') this.becomeStale(this.epochs!.snapshot().newestSeenFrom ?? 'the arbiter');
+        else if (gate.step === 'fence') this.setState('failed', gate.reason);
+        else {
+          this.setState('arbitrating', gate.reason);
+          this.scheduleRetry(trigger);
+        }
+        return;
+      }
       acted = true;
-      await this.execute(decision.sequence, trigger, decision.reason);
+      this.emit('epoch', this.epochs!.snapshot());
+      await this.execute(decision.sequence, trigger, `${decision.reason}; epoch ${gate.epoch} granted by ${gate.by}`);
     } finally {
       this.deciding = false;
       const pending = this.pendingTrigger;
@@ -614,6 +742,122 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
     this.reprobeTimer = this.clock.setTimeout(() => {
       if (this.current === 'peer-agent-lost' && this.peer.state === 'down') void this.considerTakeover('peer-down');
     }, this.cfg.failover.reprobeIntervalMs);
+  }
+
+  /** After the gate said "not now": ask again while the reason to take over lasts. */
+  private scheduleRetry(trigger: TakeoverTrigger): void {
+    this.clock.clearTimeout(this.reprobeTimer);
+    this.reprobeTimer = this.clock.setTimeout(() => {
+      if (this.current !== 'arbitrating') return;
+      const peerStillUp = this.peer.state === 'up' && this.peerSummary?.qemuReachable !== false;
+      if (peerStillUp && trigger !== 'manual') {
+        this.setState('peer-up', 'the peer is back: no takeover wanted any more');
+        return;
+      }
+      void this.considerTakeover(trigger);
+    }, this.cfg.failover.reprobeIntervalMs);
+  }
+
+  /** Another node holds a newer epoch (or we learnt so at start): passive from now on. */
+  private becomeStale(from: string): void {
+    const e = this.epochs!;
+    if (this.current === 'stale' || this.current === 'stopping' || this.current === 'stopped') return;
+    this.clock.clearTimeout(this.reprobeTimer);
+    this.log.error(
+      { epoch: e.epoch, newestSeen: e.newestSeen, from },
+      'stale epoch: another node was granted the guest; staying passive (no failover, no resume as primary)',
+    );
+    this.setState('stale', `epoch ${e.newestSeen} (from ${from}) is newer than ours (${e.epoch})`);
+    // Our guest running as primary beside the holder of the newer epoch is the split brain itself.
+    if (this.colo.status.mode === 'primary' || (this.colo.status.mode === 'none' && this.role === 'primary')) void this.stopGuest('stale');
+  }
+
+  private async observeEpoch(epoch: number, from: string): Promise<void> {
+    const e = this.epochs;
+    if (!e || epoch <= e.newestSeen) return;
+    try {
+      const r = await e.observe(epoch, from);
+      if (r.changed) this.emit('epoch', e.snapshot());
+      if (r.stale && this.current !== 'failing-over') this.becomeStale(from);
+    } catch (err) {
+      this.log.error({ err, epoch, from }, 'cannot record a newer epoch');
+    }
+  }
+
+  /** QMP stop: the guest pauses (its state kept), so it never runs beside the other node's. */
+  private async stopGuest(reason: GuestStopReason): Promise<void> {
+    if (this.guestStoppedBy) return;
+    this.guestStoppedBy = reason;
+    try {
+      await this.qmp.execute('stop', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs });
+      this.log.error({ reason }, reason === 'lease' ? 'guest STOPPED: cut off from the peer and the arbiter, and our lease ran out' : 'guest STOPPED: our epoch is stale');
+      this.emit('guest-stop', { reason, ok: true });
+    } catch (err) {
+      this.log.error({ err, reason }, 'could not stop the guest');
+      this.emit('guest-stop', { reason, ok: false, error: (err as Error).message });
+    }
+  }
+
+  private async resumeGuest(why: string): Promise<void> {
+    const was = this.guestStoppedBy;
+    if (!was) return;
+    this.guestStoppedBy = undefined;
+    try {
+      await this.qmp.execute('cont', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs });
+      this.log.warn({ was, why }, 'guest resumed (cont)');
+    } catch (err) {
+      this.guestStoppedBy = was;
+      this.log.error({ err, was, why }, 'could not resume the guest');
+    }
+  }
+
+  /**
+   * Runs every heartbeat interval: the lease guard (a primary that lost its peer and whose lease
+   * ran out pauses its guest before the arbiter can give it to the peer) and the self-fence check.
+   */
+  private scheduleGuard(): void {
+    this.guardTimer = this.clock.setTimeout(() => {
+      this.guard();
+      if (this.current !== 'stopping' && this.current !== 'stopped') this.scheduleGuard();
+    }, Math.min(this.cfg.heartbeat.intervalMs, 100));
+  }
+
+  private guard(): void {
+    const now = this.clock.now();
+    if (this.qmp.status === 'unhealthy') this.unhealthySince ??= now;
+    else this.unhealthySince = undefined;
+
+    const peerLost = this.peer.state === 'suspect' || this.peer.state === 'down';
+    if (
+      this.arbiter.mode !== 'none' &&
+      this.cfg.arbiter.onLeaseLoss === 'stop' &&
+      !this.guestStoppedBy &&
+      WATCHING.has(this.current) &&
+      this.colo.status.mode === 'primary' &&
+      peerLost &&
+      // Never granted a lease counts as run out: a primary the witness never heard of has none.
+      (this.arbiter.leaseRemainingMs() ?? 0) === 0
+    ) {
+      void this.stopGuest('lease');
+    }
+
+    if (this.cfg.failover.selfFence && !this.selfFenced && this.peer.state === 'up' && this.peerSummary?.qemuReachable) {
+      const v = hungQemuVerdict({
+        qmpStatus: this.qmp.status,
+        ...(this.unhealthySince !== undefined && { unhealthyForMs: now - this.unhealthySince }),
+        ...(this.stalledSince !== undefined && { checkpointStalledForMs: now - this.stalledSince }),
+        hungAfterMs: this.cfg.failover.selfFenceAfterMs,
+      });
+      if (v.hung) {
+        this.selfFenced = true;
+        this.log.error({ reason: v.reason, pidFile: this.cfg.qemu.pidFile }, 'our QEMU is hung: killing it so that the peer takes over');
+        void selfFenceQemu({ pidFile: this.cfg.qemu.pidFile, graceMs: 2000, clock: this.clock, logger: this.deps.logger }).then((r) => {
+          this.log.error({ ...r }, r.killed ? 'self-fenced: our QEMU is killed' : 'self-fence did not kill our QEMU');
+          this.emit('self-fence', { killed: r.killed, reason: v.reason });
+          if (!r.killed) this.selfFenced = false;
+        });
+      }
+    }
   }
 
   private async execute(sequence: 'primary-failover' | 'secondary-failover', trigger: TakeoverTrigger | 'journal', reason: string): Promise<void> {
@@ -644,6 +888,8 @@ export class Agent extends EventEmitter<{ state: [AgentStateChange]; failover: [
       const steps = r.steps.map((s) => ({ step: s.name, outcome: s.outcome, ms: Number(s.durationMs.toFixed(3)) }));
       if (outcome.ok) {
         this.role = 'primary';
+        // Paused while we waited for the grant: ours to run now.
+        if (this.guestStoppedBy === 'lease') await this.resumeGuest(`${r.sequence} done under a new epoch`);
         this.log.warn({ sequence: r.sequence, durationMs: this.lastFailover.durationMs, steps }, 'failover done: running solo as primary');
         this.setState('solo', `${r.sequence} done (${trigger})`);
       } else {

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
 import { configReferenceMarkdown } from './commands/config-reference.js';
 import { demo } from './commands/demo.js';
+import { DRILL_KINDS, type DrillKind } from './demo/timeline.js';
 import { manualFailover } from './commands/failover.js';
 import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
 import { planText } from './commands/plan.js';
@@ -15,6 +16,7 @@ import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
 import { runAgent } from './commands/run.js';
+import { runWitness } from './commands/run-witness.js';
 import { fetchStatus, formatStatus } from './commands/status.js';
 import { ConfigError } from './config/index.js';
 import { ColoAgentError } from './errors.js';
@@ -37,7 +39,10 @@ commands:
                 suspend (on) or resume (off) automatic failover on this node (a file in node.stateDir)
   status        --config FILE [--json]   ask the running agent (HTTP /status on metrics.listen)
   keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
-  demo          run a primary and a secondary agent on 127.0.0.1 / 127.0.0.2 (Ctrl-C stops both)
+  demo          [--drill kill-primary|kill-secondary|partition]
+                a real QEMU COLO pair (TCG) on 127.0.0.1 / 127.0.0.2 with one agent per side and a live
+                view (Ctrl-C stops everything); --drill injects the fault, prints the failover timeline
+                and exits (0 when the survivor runs the guest alone)
   config-reference   print the Markdown reference of every config key (docs/configuration.md)
   version       print the version
 
@@ -73,7 +78,8 @@ async function main(argv: string[]): Promise<number> {
         logger.fatal({ err: e }, 'uncaught exception');
         process.exit(70);
       });
-      await runAgent(cfg, logger, sources); // the sources again on SIGHUP
+      if (cfg.node.role === 'witness') await runWitness(cfg, logger);
+      else await runAgent(cfg, logger, sources); // the sources again on SIGHUP
       return -1; // keep running until a signal
     }
     case 'check-config': {
@@ -162,9 +168,19 @@ async function main(argv: string[]): Promise<number> {
       err(`wrote a new heartbeat key to ${values.out} (mode 0600); copy it to the peer over a trusted channel`);
       return 0;
     }
-    case 'demo':
-      await demo(out);
-      return 0;
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { drill: { type: 'string' } } });
+      const drill = values.drill;
+      if (drill !== undefined && !DRILL_KINDS.includes(drill as DrillKind)) throw new UsageError(`--drill must be one of ${DRILL_KINDS.join(', ')}`);
+      return demo({
+        drill: drill as DrillKind | undefined,
+        out,
+        err,
+        tty: process.stdout.isTTY === true,
+        write: (s) => process.stdout.write(s),
+        columns: () => process.stdout.columns,
+      });
+    }
     case 'config-reference':
       out(configReferenceMarkdown());
       return 0;

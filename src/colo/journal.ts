@@ -12,10 +12,10 @@
  * secondary is now primary, running solo"): the config's node.role says what the node was
  * installed as, the journal says what it is now. One agent per stateDir.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
+import { removeStrayTempFiles, writeFileAtomic } from '../util/atomic-file.js';
 import { JournalCorruptError, JournalIoError, JournalStateError } from './errors.js';
 
 export const JOURNAL_FILE_NAME = 'failover-journal.json';
@@ -272,42 +272,19 @@ export class Journal {
   }
 }
 
-const TEMP_MARK = '.tmp-';
-
 async function writeAtomic(dir: string, fileName: string, text: string): Promise<void> {
-  const path = join(dir, fileName);
-  const temp = join(dir, `${fileName}${TEMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    const fh = await open(temp, 'w', 0o600);
-    try {
-      await fh.writeFile(text, 'utf8');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(temp, path);
-    // Make the rename itself durable: without the directory fsync a power loss can undo it.
-    const dh = await open(dir, 'r');
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
+    await writeFileAtomic(dir, fileName, text);
   } catch (err) {
-    await rm(temp, { force: true }).catch(() => undefined);
-    throw new JournalIoError(path, `cannot write: ${(err as Error).message}`, { cause: err });
+    throw new JournalIoError(join(dir, fileName), `cannot write: ${(err as Error).message}`, { cause: err });
   }
 }
 
 async function removeStrayTemps(dir: string, fileName: string): Promise<void> {
-  let names: string[];
   try {
-    names = await readdir(dir);
+    await removeStrayTempFiles(dir, fileName);
   } catch (err) {
     throw new JournalIoError(join(dir, fileName), `cannot list ${dir}: ${(err as Error).message}`, { cause: err });
-  }
-  for (const n of names) {
-    if (n.startsWith(`${fileName}${TEMP_MARK}`)) await rm(join(dir, n), { force: true }).catch(() => undefined);
   }
 }
 

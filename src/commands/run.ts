@@ -38,13 +38,13 @@ export function reloadConfig(agent: Agent, sources: ConfigSources, logger: Logge
   }
 }
 
-export async function runAgent(cfg: AgentConfig, logger: Logger, sources: ConfigSources): Promise<Agent> {
-  const key = await loadHeartbeatKey(cfg);
-  if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
-  const agent = new Agent(cfg, { logger, key });
-  // Before start(): no event is missed, and a busy metrics port fails the start early.
-  const metrics = cfg.metrics.listen ? await startAgentMetrics(agent, { listen: cfg.metrics.listen, node: cfg.node.name, logger }) : undefined;
-  if (metrics) logger.info({ listen: metrics.address }, 'metrics endpoint listening (/metrics, /healthz, /status)');
+/**
+ * SIGTERM/SIGINT: a planned stop (`stop`), then exit 0 (1 if stopping failed); a second signal
+ * exits at once. SIGHUP: `reload` (ignored while stopping). Install before start(), so a stop
+ * during start-up still says goodbye, and a SIGHUP there (whose default action would kill the
+ * process) reloads instead.
+ */
+export function installSignalHandlers(logger: Logger, stop: (reason: string) => Promise<void>, reload: () => void): void {
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopping) {
@@ -53,25 +53,37 @@ export async function runAgent(cfg: AgentConfig, logger: Logger, sources: Config
     }
     stopping = true;
     logger.info({ signal: sig }, 'stopping');
-    agent
-      .stop(`planned stop (${sig})`)
-      .then(() => metrics?.close())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, 'error while stopping');
-          process.exit(1);
-        },
-      );
+    stop(`planned stop (${sig})`).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
   };
-  // Installed before start(), so a stop during start-up still says goodbye (and a SIGHUP there,
-  // whose default action would kill the process, reloads instead).
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => {
     if (stopping) logger.info('SIGHUP ignored: stopping');
-    else reloadConfig(agent, sources, logger);
+    else reload();
   });
+}
+
+export async function runAgent(cfg: AgentConfig, logger: Logger, sources: ConfigSources): Promise<Agent> {
+  const key = await loadHeartbeatKey(cfg);
+  if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
+  const agent = new Agent(cfg, { logger, key });
+  // Before start(): no event is missed, and a busy metrics port fails the start early.
+  const metrics = cfg.metrics.listen ? await startAgentMetrics(agent, { listen: cfg.metrics.listen, node: cfg.node.name, logger }) : undefined;
+  if (metrics) logger.info({ listen: metrics.address }, 'metrics endpoint listening (/metrics, /healthz, /status)');
+  installSignalHandlers(
+    logger,
+    async (reason) => {
+      await agent.stop(reason);
+      await metrics?.close();
+    },
+    () => reloadConfig(agent, sources, logger),
+  );
   try {
     await agent.start();
   } catch (err) {

@@ -17,7 +17,7 @@ import { posix } from 'node:path';
 import convict from 'convict';
 import { LOG_LEVELS } from '../log.js';
 import { MAX_UNIX_PATH_BYTES, parseQmpAddress } from '../qmp/address.js';
-import { ARBITER_MODES, NODE_ROLES } from './types.js';
+import { ARBITER_MODES, FENCE_FAILURE_POLICIES, LEASE_LOSS_POLICIES, NODE_ROLES } from './types.js';
 
 /** What a format may read from the schema key it validates (convict passes the key's schema object). */
 export interface FormatParams {
@@ -261,6 +261,42 @@ export const FORMATS = {
   },
   'node-role': enumFormat(NODE_ROLES),
   'arbiter-mode': enumFormat(ARBITER_MODES),
+  'fence-failure-policy': enumFormat(FENCE_FAILURE_POLICIES),
+  'lease-loss-policy': enumFormat(LEASE_LOSS_POLICIES),
+  'shell-command': {
+    validate(value, leaf) {
+      if (typeof value !== 'string' || value.includes('\0') || value.length > 4096) fail(value, leaf, 'a shell command line (at most 4096 characters) or ""');
+    },
+    describe: () => 'shell command line, or "" for none',
+  },
+  'url-list': {
+    validate(value, leaf) {
+      if (!Array.isArray(value)) fail(value, leaf, 'a list of http:// or https:// URLs');
+      const bad: string[] = [];
+      value.forEach((entry: unknown, i: number) => {
+        let ok = false;
+        try {
+          ok = typeof entry === 'string' && /^https?:$/.test(new URL(entry).protocol);
+        } catch {
+          ok = false;
+        }
+        if (!ok) bad.push(`entry ${i + 1} ${showValue(entry)}`);
+      });
+      if (bad.length > 0) throw new Error(`must be a list of http:// or https:// URLs: ${bad.join('; ')}`);
+    },
+    coerce(text) {
+      return text.trim() === '' ? [] : text.split(',').map((s) => s.trim());
+    },
+    describe: () => 'list of http(s)://HOST:PORT URLs (comma-separated in env and --set)',
+  },
+  'etcd-prefix': {
+    validate(value, leaf) {
+      if (typeof value !== 'string' || !/^\/[A-Za-z0-9._\/-]{1,200}$/.test(value) || value.endsWith('/')) {
+        fail(value, leaf, 'a key prefix such as "/colo-agent/vm1": "/", then letters, digits, . _ - /, not ending in "/"');
+      }
+    },
+    describe: () => 'etcd key prefix (/name[/name...])',
+  },
   'log-level': enumFormat(LOG_LEVELS),
 } satisfies Record<string, ConfigFormat>;
 

@@ -108,6 +108,38 @@ export const CROSS_KEY_RULES: readonly CrossKeyRule[] = [
         : [{ key: 'node.role', message: `witness needs arbiter.mode witness (got arbiter.mode "${arbiter.mode}")` }],
   },
   {
+    keys: ['node.role', 'arbiter.mode', 'arbiter.witness'],
+    doc: 'arbiter.mode witness needs arbiter.witness (the witness\'s addresses) on the primary and secondary.',
+    check: ({ node, arbiter }) =>
+      arbiter.mode !== 'witness' || node.role === 'witness' || arbiter.witness.length > 0
+        ? []
+        : [{ key: 'arbiter.witness', message: 'must list the witness\'s HOST:PORT when arbiter.mode is witness' }],
+  },
+  {
+    keys: ['arbiter.mode', 'arbiter.etcd.endpoints'],
+    doc: 'arbiter.mode etcd needs arbiter.etcd.endpoints.',
+    check: ({ arbiter }) =>
+      arbiter.mode !== 'etcd' || arbiter.etcd.endpoints.length > 0
+        ? []
+        : [{ key: 'arbiter.etcd.endpoints', message: 'must list at least one etcd client URL when arbiter.mode is etcd' }],
+  },
+  {
+    keys: ['arbiter.leaseMs', 'heartbeat.intervalMs'],
+    doc: 'arbiter.leaseMs must be at least 2 * heartbeat.intervalMs: the lease is renewed by heartbeats, and one late beat must not end it.',
+    check: ({ arbiter, heartbeat }) =>
+      arbiter.leaseMs >= 2 * heartbeat.intervalMs
+        ? []
+        : [{ key: 'arbiter.leaseMs', message: `must be at least 2 * heartbeat.intervalMs (got ${arbiter.leaseMs}, heartbeat.intervalMs is ${heartbeat.intervalMs})` }],
+  },
+  {
+    keys: ['failover.selfFence', 'qemu.pidFile'],
+    doc: 'failover.selfFence needs qemu.pidFile: the agent kills its hung QEMU by that pid.',
+    check: ({ failover, qemu }) =>
+      !failover.selfFence || qemu.pidFile !== ''
+        ? []
+        : [{ key: 'qemu.pidFile', message: 'must name QEMU\'s -pidfile when failover.selfFence is true' }],
+  },
+  {
     keys: COLO_PORT_KEYS.map((k) => `colo.${k}`),
     doc: 'The colo ports must be distinct: after a failover one host listens on all of them.',
     check: ({ colo }) => distinct(COLO_PORT_KEYS.map((k) => [`colo.${k}`, colo[k]]), 'the colo ports must be distinct'),

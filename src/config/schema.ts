@@ -111,6 +111,14 @@ export const configSchema: SchemaOf<AgentConfig> = {
       default: 'auto',
       env: 'COLO_AGENT_QEMU_PROFILE',
     },
+    pidFile: {
+      doc:
+        "QEMU's -pidfile. Needed only for failover.selfFence: the agent kills its own hung QEMU by this pid " +
+        '(after checking that the process is a QEMU, so a stale file never kills anything else).',
+      format: 'optional-absolute-path',
+      default: '',
+      env: 'COLO_AGENT_QEMU_PID_FILE',
+    },
   },
   heartbeat: {
     listen: {
@@ -393,6 +401,56 @@ export const configSchema: SchemaOf<AgentConfig> = {
       min: 50,
       max: MS.max,
     },
+    fenceCommand: {
+      doc:
+        'Shell command run (sh -c) against the peer after the arbiter granted a takeover and before the failover sequence, ' +
+        'e.g. a power-off through the peer host\'s BMC. Exit 0 means the peer is fenced. It gets COLO_AGENT_PEER_NAME, ' +
+        'COLO_AGENT_PEER_HOST, COLO_AGENT_EPOCH and COLO_AGENT_ACTION in its environment. Empty: no fencing.',
+      format: 'shell-command',
+      default: '',
+      env: 'COLO_AGENT_FAILOVER_FENCE_COMMAND',
+    },
+    fenceTimeoutMs: {
+      doc: 'A fence command still running after this long is killed (with its children) and counts as failed.',
+      format: 'int-range',
+      default: 10_000,
+      env: 'COLO_AGENT_FAILOVER_FENCE_TIMEOUT_MS',
+      min: 100,
+      max: MS.max,
+    },
+    onFenceFailure: {
+      doc:
+        'When the fence command fails: abort (no takeover; the agent goes to the failed state for an operator) or wait ' +
+        '(retry with backoff for up to failover.fenceMaxWaitMs, then abort). Never takes over unfenced.',
+      format: 'fence-failure-policy',
+      default: 'abort',
+      env: 'COLO_AGENT_FAILOVER_ON_FENCE_FAILURE',
+    },
+    fenceMaxWaitMs: {
+      doc: 'With onFenceFailure wait: how long to keep retrying the fence command before aborting the takeover.',
+      format: 'int-range',
+      default: 60_000,
+      env: 'COLO_AGENT_FAILOVER_FENCE_MAX_WAIT_MS',
+      min: 100,
+      max: MS.max,
+    },
+    selfFence: {
+      doc:
+        'Kill our own QEMU (by qemu.pidFile) when it hangs: QMP commands time out, or its checkpoints stall, for ' +
+        'failover.selfFenceAfterMs. Its death tells the peer at once (the fast path), which then takes over; ' +
+        'a hung QEMU otherwise holds the guest without serving it.',
+      format: 'flag',
+      default: false,
+      env: 'COLO_AGENT_FAILOVER_SELF_FENCE',
+    },
+    selfFenceAfterMs: {
+      doc: 'How long our QEMU must stay hung (QMP unhealthy or checkpoints stalled) before failover.selfFence kills it.',
+      format: 'int-range',
+      default: 10_000,
+      env: 'COLO_AGENT_FAILOVER_SELF_FENCE_AFTER_MS',
+      min: 500,
+      max: MS.max,
+    },
   },
   arbiter: {
     mode: {
@@ -402,6 +460,88 @@ export const configSchema: SchemaOf<AgentConfig> = {
       format: 'arbiter-mode',
       default: 'none',
       env: 'COLO_AGENT_ARBITER_MODE',
+    },
+    witness: {
+      doc: "With mode witness: the witness's heartbeat addresses (its heartbeat.listen), one per network path. Uses heartbeat.keyFile.",
+      format: 'host-port-list',
+      default: [],
+      env: 'COLO_AGENT_ARBITER_WITNESS',
+    },
+    leaseMs: {
+      doc:
+        'The primary\'s lease with the witness, renewed by each of its heartbeats. The witness gives the guest to the other ' +
+        'node only after the lease ran out (plus a guard of max(100 ms, leaseMs / 5)), and a primary that can reach neither ' +
+        'its peer nor the witness stops its guest when its lease runs out. Longer tolerates a slower witness path; it ' +
+        'delays a takeover after a primary host loss by about leaseMs - heartbeat timeout. Set it on the witness; ' +
+        'the agents take the witness\'s value.',
+      format: 'int-range',
+      default: 500,
+      env: 'COLO_AGENT_ARBITER_LEASE_MS',
+      min: 50,
+      max: MS.max,
+    },
+    requestTimeoutMs: {
+      doc: 'How long an agent waits for the arbiter\'s verdict on one takeover request before asking again.',
+      format: 'int-range',
+      default: 3000,
+      env: 'COLO_AGENT_ARBITER_REQUEST_TIMEOUT_MS',
+      min: 50,
+      max: MS.max,
+    },
+    bothAskWindowMs: {
+      doc: 'On the witness, when it knows no holder (first start, lost state): how long it collects requests before choosing, preferring the node that is already primary.',
+      format: 'int-range',
+      default: 200,
+      env: 'COLO_AGENT_ARBITER_BOTH_ASK_WINDOW_MS',
+      min: 0,
+      max: MS.max,
+    },
+    onLeaseLoss: {
+      doc:
+        'What a primary does when it can reach neither its peer nor the arbiter and its lease runs out: stop (QMP stop: ' +
+        'the guest pauses, so it never runs beside a promoted secondary) or keep-running (UNSAFE: it may run beside one). ' +
+        'A grant later resumes the guest (cont).',
+      format: 'lease-loss-policy',
+      default: 'stop',
+      env: 'COLO_AGENT_ARBITER_ON_LEASE_LOSS',
+    },
+    gateways: {
+      doc:
+        'HOST:PORT targets on the clients\' network (a router, a service the guest serves). Before a takeover, the agent ' +
+        'connects to each: if none answers (a refusal counts as an answer), it is cut off from its clients and does not take over. Empty: no check.',
+      format: 'host-port-list',
+      default: [],
+      env: 'COLO_AGENT_ARBITER_GATEWAYS',
+    },
+    gatewayTimeoutMs: {
+      doc: 'How long each gateway check connection may take.',
+      format: 'int-range',
+      default: 500,
+      env: 'COLO_AGENT_ARBITER_GATEWAY_TIMEOUT_MS',
+      min: 10,
+      max: MS.max,
+    },
+    etcd: {
+      endpoints: {
+        doc: 'With mode etcd: the etcd cluster\'s client URLs (http://HOST:2379, ...).',
+        format: 'url-list',
+        default: [],
+        env: 'COLO_AGENT_ARBITER_ETCD_ENDPOINTS',
+      },
+      prefix: {
+        doc: 'With mode etcd: the key prefix of this VM pair (both agents of a pair use the same, each pair its own).',
+        format: 'etcd-prefix',
+        default: '/colo-agent/colo-pair',
+        env: 'COLO_AGENT_ARBITER_ETCD_PREFIX',
+      },
+      leaseTtlSeconds: {
+        doc: 'With mode etcd: the primary\'s etcd lease TTL in whole seconds (etcd enforces a minimum of about 2 s), playing leaseMs\'s part.',
+        format: 'int-range',
+        default: 2,
+        env: 'COLO_AGENT_ARBITER_ETCD_LEASE_TTL_SECONDS',
+        min: 1,
+        max: 3600,
+      },
     },
   },
   metrics: {

@@ -13,6 +13,8 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 
 /** `none` is unsafe against network partitions (both sides may take over); see the schema doc. */
 export const ARBITER_MODES = ['none', 'witness', 'etcd'] as const;
+export const FENCE_FAILURE_POLICIES = ['abort', 'wait'] as const;
+export const LEASE_LOSS_POLICIES = ['stop', 'keep-running'] as const;
 export type ArbiterMode = (typeof ARBITER_MODES)[number];
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -33,6 +35,8 @@ export interface QemuConfig {
   reconnectMaxMs: number;
   /** "auto" or "MAJOR.MINOR[.MICRO]". */
   profile: string;
+  /** QEMU's -pidfile, for self-fencing; "" when unknown. */
+  pidFile: string;
 }
 
 export interface HeartbeatConfig {
@@ -104,10 +108,32 @@ export interface FailoverConfig {
   stepTimeoutMs: number;
   probeTimeoutMs: number;
   reprobeIntervalMs: number;
+  /** Shell command run against the peer before a takeover; "" for none. */
+  fenceCommand: string;
+  fenceTimeoutMs: number;
+  onFenceFailure: (typeof FENCE_FAILURE_POLICIES)[number];
+  fenceMaxWaitMs: number;
+  selfFence: boolean;
+  selfFenceAfterMs: number;
+}
+
+export interface EtcdArbiterConfig {
+  endpoints: string[];
+  prefix: string;
+  leaseTtlSeconds: number;
 }
 
 export interface ArbiterConfig {
   mode: ArbiterMode;
+  /** "HOST:PORT" of the witness's heartbeat listeners. */
+  witness: string[];
+  leaseMs: number;
+  requestTimeoutMs: number;
+  bothAskWindowMs: number;
+  onLeaseLoss: (typeof LEASE_LOSS_POLICIES)[number];
+  gateways: string[];
+  gatewayTimeoutMs: number;
+  etcd: EtcdArbiterConfig;
 }
 
 export interface MetricsConfig {

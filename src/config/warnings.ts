@@ -17,5 +17,11 @@ export function configWarnings(cfg: AgentConfig): string[] {
       'arbiter.mode is none: after a network partition both nodes can take over and the VM runs twice (split brain)',
     );
   }
+  if (cfg.arbiter.mode !== 'none' && cfg.node.role !== 'witness' && cfg.arbiter.onLeaseLoss === 'keep-running') {
+    warnings.push(
+      'arbiter.onLeaseLoss is keep-running: a primary cut off from both its peer and the arbiter keeps its guest running ' +
+        'while the arbiter may give it to the peer (split brain)',
+    );
+  }
   return warnings;
 }

@@ -7,7 +7,9 @@
  * progress) are read at scrape time through AgentMetrics.sources. Nothing here acts on the agent:
  * data flows one way, from the agent into the metrics.
  */
-import type { Agent, AgentStateChange } from '../agent.js';
+import type { Agent, AgentStateChange, GuestStopEvent, SelfFenceEvent } from '../agent.js';
+import type { EpochSnapshot } from '../arbiter/epoch-store.js';
+import type { ArbitrationEvent, FenceEvent } from '../arbiter/takeover-gate.js';
 import type { FailoverOutcome } from '../colo/failover-executor.js';
 import type { MaintenanceInfo } from '../commands/maintenance.js';
 import type { CheckpointEvent, ColoExitEvent, ColoMonitorEvents, ColoStatus, StallEvent } from '../colo/monitor-events.js';
@@ -35,7 +37,7 @@ export interface ColoMonitorLike {
 }
 
 /** What of the Agent the binding uses. */
-export type MetricsAgent = Pick<Agent, 'state' | 'status' | 'links' | 'peer' | 'qmp' | 'colo' | 'on' | 'off'>;
+export type MetricsAgent = Pick<Agent, 'state' | 'status' | 'links' | 'peer' | 'qmp' | 'colo' | 'arbiter' | 'on' | 'off'>;
 
 export interface AttachOptions {
   /** The agent's clock (monotonic ms), for the current outage length. Default systemClock. */
@@ -127,6 +129,12 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   m.qemuUp.set(qemuUp(agent.qmp.status));
   m.peerUp.set(peerUp(agent.peer.state));
   setStateSet(m.peerState, 'state', PEER_STATES, agent.peer.state);
+  const setEpoch = (e: Pick<EpochSnapshot, 'epoch' | 'stale'> | undefined) => {
+    m.epoch.set(e?.epoch ?? 0);
+    m.epochStale.set(e?.stale ? 1 : 0);
+  };
+  setEpoch(agent.status().epoch);
+  m.sources.arbiterReachable = () => agent.arbiter.reachable();
 
   const onPeerState = (c: StateChange) => {
     m.peerUp.set(peerUp(c.to));
@@ -143,6 +151,8 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   };
   const onState = (c: AgentStateChange) => {
     setStateSet(m.state, 'state', AGENT_STATES, c.to);
+    // start() reads the epoch file before its first state change.
+    if (c.from === 'starting') setEpoch(agent.status().epoch);
     // The role changes only with a failover, which always ends in a state change.
     updateRole();
   };
@@ -155,6 +165,13 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       if (s.outcome !== 'skipped') m.failoverStepDuration.observe({ sequence: r.sequence, step: s.name }, s.durationMs / 1000);
     }
     m.lastFailover.set(now() / 1000);
+  };
+  const onEpoch = (e: EpochSnapshot) => setEpoch(e);
+  const onArbitration = (e: ArbitrationEvent) => m.arbitrations.inc({ action: e.action, result: e.result });
+  const onFence = (e: FenceEvent) => m.fencing.inc({ kind: 'peer', result: e.ok ? 'success' : 'failure' });
+  const onSelfFence = (e: SelfFenceEvent) => m.fencing.inc({ kind: 'self', result: e.killed ? 'success' : 'failure' });
+  const onGuestStop = (e: GuestStopEvent) => {
+    if (e.ok) m.guestStops.inc({ reason: e.reason });
   };
   const onLinkUp = (e: LinkUpEvent) => m.linkUp.set(link(e.link), 1);
   const onLinkDown = (e: LinkDownEvent) => m.linkUp.set(link(e.link), 0);
@@ -180,6 +197,11 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   listen(agent, 'state', onState);
   listen(agent, 'failover', onFailover);
   listen(agent, 'maintenance', onMaintenance);
+  listen(agent, 'epoch', onEpoch);
+  listen(agent, 'arbitration', onArbitration);
+  listen(agent, 'fence', onFence);
+  listen(agent, 'self-fence', onSelfFence);
+  listen(agent, 'guest-stop', onGuestStop);
   listen(agent.links, 'link-up', onLinkUp);
   listen(agent.links, 'link-down', onLinkDown);
   listen(agent.links, 'heartbeat', onHeartbeat);
@@ -197,6 +219,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       attached = false;
       for (const off of offs) off();
       delete m.sources.peerOutageSeconds;
+      delete m.sources.arbiterReachable;
     },
   };
 }

@@ -13,20 +13,22 @@ import type { AgentState } from '../agent.js';
 import { systemClock, type Clock, type TimerHandle } from '../util/clock.js';
 
 export const UNHEALTHY_STATES: readonly AgentState[] = ['failed', 'stopping', 'stopped'];
+const UNHEALTHY: ReadonlySet<string> = new Set(UNHEALTHY_STATES);
 export const DEFAULT_MAX_EVENT_LOOP_LAG_MS = 1000;
 
 export interface HealthReport {
   ok: boolean;
-  state: AgentState;
+  /** The agent's state (or the witness's). */
+  state: string;
   /** How late the last event-loop sample fired, ms. */
   eventLoopLagMs: number;
   /** Why it is not ok (empty when ok). */
   problems: string[];
 }
 
-export function healthVerdict(state: AgentState, eventLoopLagMs: number, maxEventLoopLagMs = DEFAULT_MAX_EVENT_LOOP_LAG_MS): HealthReport {
+export function healthVerdict(state: string, eventLoopLagMs: number, maxEventLoopLagMs = DEFAULT_MAX_EVENT_LOOP_LAG_MS): HealthReport {
   const problems: string[] = [];
-  if (UNHEALTHY_STATES.includes(state)) problems.push(`agent state is ${state}`);
+  if (UNHEALTHY.has(state)) problems.push(`agent state is ${state}`);
   if (eventLoopLagMs > maxEventLoopLagMs) problems.push(`event loop ${Math.round(eventLoopLagMs)} ms late (limit ${maxEventLoopLagMs} ms)`);
   return { ok: problems.length === 0, state, eventLoopLagMs: Math.round(eventLoopLagMs * 1000) / 1000, problems };
 }

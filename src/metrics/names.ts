@@ -41,6 +41,12 @@ export const METRIC_TYPES = {
   colo_agent_last_failover_timestamp_seconds: 'gauge',
   colo_agent_qmp_command_duration_seconds: 'histogram',
   colo_agent_qmp_errors_total: 'counter',
+  colo_agent_epoch: 'gauge',
+  colo_agent_epoch_stale: 'gauge',
+  colo_agent_arbiter_reachable: 'gauge',
+  colo_agent_arbitrations_total: 'counter',
+  colo_agent_fencing_total: 'counter',
+  colo_agent_guest_stops_total: 'counter',
 } as const satisfies Record<string, MetricType>;
 
 export type MetricName = keyof typeof METRIC_TYPES;

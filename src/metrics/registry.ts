@@ -27,6 +27,8 @@ const AGENT_STATE_SET: Record<AgentState, true> = {
   'peer-suspect': true,
   'peer-down': true,
   'peer-agent-lost': true,
+  arbitrating: true,
+  stale: true,
   'qemu-lost': true,
   'failing-over': true,
   solo: true,
@@ -42,6 +44,10 @@ export const ROLES = Object.keys(ROLE_SET) as NodeRole[];
 export const PEER_STATES = Object.keys(PEER_STATE_SET) as DetectorState[];
 export const COLO_EXIT_REASONS = ['request', 'error', 'other'] as const;
 export const FAILOVER_RESULTS = ['success', 'failure'] as const;
+export const ARBITRATION_ACTIONS = ['takeover', 'continue'] as const;
+export const ARBITRATION_RESULTS = ['granted', 'denied', 'unavailable'] as const;
+export const FENCE_KINDS = ['peer', 'self'] as const;
+export const GUEST_STOP_REASONS = ['lease', 'stale'] as const;
 
 /** Checkpoint pauses are milliseconds normally; seconds mean trouble. */
 export const CHECKPOINT_PAUSE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -66,6 +72,7 @@ const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_act
 export interface ScrapeSources {
   /** Seconds since the peer was declared down; 0 while it is not down. */
   peerOutageSeconds?: () => number;
+  arbiterReachable?: () => boolean;
   checkpointInProgress?: () => boolean | undefined;
   checkpointStalled?: () => boolean | undefined;
 }
@@ -143,6 +150,12 @@ export class AgentMetrics {
   readonly lastFailover: Gauge;
   readonly qmpCommandDuration: Histogram<'command'>;
   readonly qmpErrors: Counter<'code'>;
+  readonly epoch: Gauge;
+  readonly epochStale: Gauge;
+  readonly arbiterReachable: Gauge;
+  readonly arbitrations: Counter<'action' | 'result'>;
+  readonly fencing: Counter<'kind' | 'result'>;
+  readonly guestStops: Counter<'reason'>;
 
   constructor(opts: AgentMetricsOptions) {
     const registers = [this.registry];
@@ -215,6 +228,19 @@ export class AgentMetrics {
 
     this.qmpCommandDuration = histogram('colo_agent_qmp_command_duration_seconds', 'QMP command time from send to reply (or to failure), by command.', COMMAND_BUCKETS, ['command']);
     this.qmpErrors = counter('colo_agent_qmp_errors_total', "Failed QMP commands by our error code, or QEMU's error class (e.g. GenericError) for commands QEMU refused.", ['code']);
+
+    this.epoch = gauge('colo_agent_epoch', "This node's arbitration epoch (persisted; each granted takeover or solo continuation adds one).");
+    this.epochStale = gauge('colo_agent_epoch_stale', '1 while a newer epoch than ours exists: another node holds the guest and this one stays passive.');
+    this.arbiterReachable = gauge('colo_agent_arbiter_reachable', '1 while the arbiter (witness or etcd) answers; always 1 with arbiter.mode none.', [], function () {
+      const v = sources.arbiterReachable?.();
+      if (v !== undefined) this.set(v ? 1 : 0);
+    });
+    this.arbitrations = counter('colo_agent_arbitrations_total', 'Arbitration requests by action (takeover, continue) and result (granted, denied, unavailable: no answer).', ['action', 'result']);
+    for (const action of ARBITRATION_ACTIONS) for (const result of ARBITRATION_RESULTS) this.arbitrations.inc({ action, result }, 0);
+    this.fencing = counter('colo_agent_fencing_total', 'Fencing done: kind peer (failover.fenceCommand before a takeover) or self (our hung QEMU killed), by result.', ['kind', 'result']);
+    for (const kind of FENCE_KINDS) for (const result of FAILOVER_RESULTS) this.fencing.inc({ kind, result }, 0);
+    this.guestStops = counter('colo_agent_guest_stops_total', 'Times the agent paused its guest (QMP stop): lease (cut off, lease ran out) or stale (a newer epoch exists).', ['reason']);
+    for (const reason of GUEST_STOP_REASONS) this.guestStops.inc({ reason }, 0);
 
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry });

@@ -30,7 +30,8 @@ export interface MetricsServerOptions {
   /** HOST:PORT; port 0 picks a free port (see address()). */
   listen: string;
   metrics: ExpositionSource;
-  agent: Pick<Agent, 'state' | 'status'>;
+  /** The agent, or anything else with a state and a status (the witness). */
+  agent: { readonly state: Agent['state'] | string; status(): unknown };
   /** Connections served at once; more are dropped on accept. Default 16. */
   maxConnections?: number;
   /** Time to receive a whole request (headers included). Default 5000. */

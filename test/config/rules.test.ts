@@ -21,9 +21,13 @@ t.test('every rule names real keys, is documented, and blames one of its keys', 
   broken.heartbeat.keyFile = '';
   broken.colo.nbdPort = broken.colo.migrationPort;
   broken.colo.ids.f1 = broken.colo.ids.f2;
+  broken.arbiter.mode = 'witness';
+  broken.arbiter.leaseMs = broken.heartbeat.intervalMs;
+  broken.failover.selfFence = true;
   const witness = valid();
   witness.node.role = 'witness';
   witness.heartbeat.peers = [witness.heartbeat.listen];
+  witness.arbiter.mode = 'etcd';
   for (const [i, rule] of CROSS_KEY_RULES.entries()) {
     t.ok(rule.doc.length > 20, `rule ${i} documented`);
     for (const key of rule.keys) t.ok(leafSpec(key), `rule ${i}: ${key} is a key`);

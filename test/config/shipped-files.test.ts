@@ -76,3 +76,13 @@ t.test('the example pair loads cleanly and describes the two loopback hosts', as
   t.not(primary.node.stateDir, secondary.node.stateDir, 'distinct state directories on one machine');
   t.same(primary.colo, secondary.colo, 'both describe the same COLO topology');
 });
+
+t.test('the example witness loads cleanly, and the pair switched to witness mode finds it', async (t) => {
+  const witness = loadConfig({ env: {}, files: [`${configDir}examples/witness.yaml`] });
+  t.match(witness, { node: { role: 'witness' }, heartbeat: { listen: '127.0.0.3:7410', keyFile: '/etc/colo-agent/heartbeat.key' }, arbiter: { mode: 'witness' } });
+  const sets = ['arbiter.mode=witness', `arbiter.witness=${witness.heartbeat.listen}`];
+  const primary = loadConfig({ env: {}, files: [PRIMARY], sets });
+  t.same(primary.arbiter.witness, [witness.heartbeat.listen]);
+  t.not(witness.node.stateDir, primary.node.stateDir);
+  t.not(witness.metrics.listen, primary.metrics.listen);
+});

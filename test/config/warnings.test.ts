@@ -10,6 +10,10 @@ t.test('insecure heartbeats and a missing arbiter are warned about', async (t) =
 });
 
 t.test('no warnings when an arbiter is configured and heartbeats are authenticated', async (t) => {
-  t.same(configWarnings(load(['arbiter.mode=witness'])), []);
+  t.same(configWarnings(load(['arbiter.mode=witness', 'arbiter.witness=127.0.0.3:7410'])), []);
   t.same(configWarnings(load(['failover.enabled=false'])), [], 'no failover, no split brain');
+});
+
+t.test('a primary told to keep running without its lease is warned about', async (t) => {
+  t.match(configWarnings(load(['arbiter.mode=witness', 'arbiter.witness=127.0.0.3:7410', 'arbiter.onLeaseLoss=keep-running'])), [/^arbiter\.onLeaseLoss is keep-running/]);
 });
