@@ -2,7 +2,9 @@
  * The arbiter for `arbiter.mode`, from the config. The agent hands in what only it knows: its
  * key, its health summary and epoch (carried to the witness), whether it runs the guest now.
  */
+import { isIP } from 'node:net';
 import type { AgentConfig } from '../config/index.js';
+import { parseHostPort } from '../heartbeat/address.js';
 import type { HealthSummary } from '../heartbeat/messages.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../util/clock.js';
@@ -25,8 +27,13 @@ export function createArbiter(cfg: AgentConfig, deps: ArbiterDeps): Arbiter {
   switch (a.mode) {
     case 'none':
       return new NoneArbiter();
-    case 'witness':
+    case 'witness': {
+      // Dial from the address we listen on when it is a specific one: the same interface as the
+      // peer links, and a source the witness's host (and its firewall) can tell apart.
+      const listenHost = parseHostPort(cfg.heartbeat.listen).host;
+      const specific = isIP(listenHost) !== 0 && listenHost !== '0.0.0.0' && listenHost !== '::';
       return new WitnessClient({
+        ...(specific && { localAddress: listenHost }),
         nodeName: cfg.node.name,
         role: cfg.node.role,
         witness: a.witness,
@@ -43,6 +50,7 @@ export function createArbiter(cfg: AgentConfig, deps: ArbiterDeps): Arbiter {
         clock: deps.clock,
         logger: deps.logger,
       });
+    }
     case 'etcd':
       return new EtcdArbiter({
         endpoints: a.etcd.endpoints,

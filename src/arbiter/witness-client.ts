@@ -25,6 +25,8 @@ export interface WitnessClientOptions {
   role: string;
   /** The witness's heartbeat listeners (HOST:PORT), one link each. */
   witness: string[];
+  /** Source address for the links (our heartbeat.listen host), so the witness and firewalls see which node calls. */
+  localAddress?: string;
   key?: Buffer;
   insecure?: boolean;
   intervalMs: number;
@@ -54,8 +56,10 @@ export class WitnessClient extends EventEmitter<ArbiterEvents> implements Arbite
   private state: (WitnessStateBody & { from: string }) | undefined;
   /** Send time of the newest acknowledged heartbeat that renews the lease. */
   private lastRenewSentAt: number | undefined;
-  /** Send time of the newest heartbeat that said our QEMU is unreachable (renews nothing). */
-  private lastUnreachableAt = -Infinity;
+  /** What the summary said at the latest heartbeat round. */
+  private roundSaidReachable = false;
+  /** Send times of recent rounds that said our QEMU is reachable: only their ACKs renew. */
+  private readonly renewingRounds = new Set<number>();
   /** Since when (our clock) the witness has named us holder; undefined while it names another. */
   private holderSince: number | undefined;
   private wasReachable = false;
@@ -67,21 +71,27 @@ export class WitnessClient extends EventEmitter<ArbiterEvents> implements Arbite
     this.links = new HeartbeatLinks({
       nodeName: opts.nodeName,
       role: opts.role,
-      peers: opts.witness,
+      peers: opts.witness.map((address) => (opts.localAddress !== undefined ? { address, localAddress: opts.localAddress } : address)),
       ...(opts.key ? { key: opts.key } : { insecure: true }),
       intervalMs: opts.intervalMs,
       ...opts.links,
       summary: () => {
         const s = opts.summary();
-        if (!s.qemuReachable) this.lastUnreachableAt = this.clock.now();
+        this.roundSaidReachable = s.qemuReachable;
         return s;
       },
       epoch: opts.epoch,
       clock: this.clock,
       logger: opts.logger ?? silentLogger(),
     });
+    this.links.on('sent', (e) => {
+      if (!this.roundSaidReachable) return;
+      this.renewingRounds.add(e.sentAt);
+      // ACKs come back within a few rounds or not at all.
+      if (this.renewingRounds.size > 64) this.renewingRounds.delete(this.renewingRounds.values().next().value as number);
+    });
     this.links.on('rtt', (e) => {
-      if (this.holderSince === undefined || e.sentAt < this.holderSince || e.sentAt <= this.lastUnreachableAt) return;
+      if (this.holderSince === undefined || e.sentAt < this.holderSince || !this.renewingRounds.has(e.sentAt)) return;
       if (this.lastRenewSentAt === undefined || e.sentAt > this.lastRenewSentAt) this.lastRenewSentAt = e.sentAt;
     });
     this.links.on('message', (e) => this.onMessage(e));

@@ -115,6 +115,12 @@ t.test('the agent-side lease runs out when the witness goes away, and never outl
     const theirs = w.status().leaseRemainingMs ?? 0;
     t.ok(mine <= theirs + 1, `agent ${mine.toFixed(0)} ms <= witness ${theirs.toFixed(0)} ms`);
   }
+  // Heartbeats saying our QEMU is gone renew nothing, at the witness or here.
+  a.qemuReachable = false;
+  await until(() => a.client.leaseRemainingMs() === 0, 3000, 'no renewal while QEMU is reported gone');
+  t.ok(a.client.reachable(), 'although the witness answers');
+  a.qemuReachable = true;
+  await until(() => (a.client.leaseRemainingMs() ?? 0) > 0, 3000, 'renewed again');
   const reach: boolean[] = [];
   a.client.on('reachable', (r) => reach.push(r));
   await w.close();
