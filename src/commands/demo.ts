@@ -1,94 +1,238 @@
 /**
- * `colo-agent demo`: a primary agent on 127.0.0.1 and a secondary on 127.0.0.2, on this machine,
- * with a fresh key in a temp directory, their logs interleaved in a compact form. Today it shows
- * the heartbeat and the failure detector (kill one child with `kill -9` and watch the other);
- * the QEMU pair joins it with the failover work. Ctrl-C stops everything it started.
+ * `colo-agent demo [--drill kill-primary|kill-secondary|partition]`: on this one machine, the
+ * documented QEMU COLO pair (TCG) with the primary on 127.0.0.1 and the secondary on 127.0.0.2,
+ * one agent per side (src/demo/plan.ts lists the processes), then
+ * - without --drill: a live view of both agents (redrawn ~4 times a second on a terminal, one line
+ *   per change otherwise) until Ctrl-C;
+ * - with --drill: the fault, the timeline (injected, detected, started, done, total outage), and
+ *   exit 0 when the expected side ends running the guest alone, else 1.
+ * Exit 2 when QEMU cannot run here (one line says how to install it).
+ *
+ * Whatever ends the demo (the end of a drill, Ctrl-C, SIGTERM, a crash, a closed stdout), it stops
+ * what it started: agents, QEMUs, proxies, and its temp dir (src/demo/setup.ts, DemoResources).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { keygen } from './keygen.js';
+import { runDrill } from '../demo/drill.js';
+import { compactLogLine } from '../demo/log-line.js';
+import { DEMO_SIDES, type DemoSide } from '../demo/plan.js';
+import { bringUp, DemoResources, type DemoRun } from '../demo/setup.js';
+import { takeSnapshot } from '../demo/snapshot.js';
+import { formatDrillReport, drillVerdict, type DrillKind } from '../demo/timeline.js';
+import { lastKnown, renderView, viewChanges, type DemoSnapshot } from '../demo/view.js';
+import { coloSupport } from '../qemu/colo-cmdline.js';
+import { qemuAvailable, QEMU_INSTALL_HINT } from '../qemu/qemu-process.js';
+import { findExecutable } from '../util/find-executable.js';
 
-const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-const EXAMPLES = fileURLToPath(new URL('../../config/examples/', import.meta.url));
+export const DEMO_NEEDS_QEMU = `colo-agent demo needs QEMU: ${QEMU_INSTALL_HINT}`;
 
-/** Fields every line has; the rest is shown as key=value. */
-const SKIP = new Set(['level', 'time', 'pid', 'node', 'msg', 'component', 'hostname']);
-
-/** One pino JSON line as "time node level msg key=value ...". Non-JSON lines pass through. */
-export function compactLogLine(line: string): string {
-  let rec: Record<string, unknown>;
-  try {
-    rec = JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    return line;
-  }
-  const time = typeof rec.time === 'string' ? rec.time.slice(11, 23) : '';
-  const extras = Object.entries(rec)
-    .filter(([k]) => !SKIP.has(k))
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-    .join(' ');
-  const level = rec.level === 'info' ? '' : ` ${String(rec.level).toUpperCase()}`;
-  return `${time} ${String(rec.node ?? '?').padEnd(7)}${level} ${String(rec.msg ?? '')}${extras ? `  ${extras}` : ''}`;
+export interface DemoOptions {
+  drill?: DrillKind;
+  /** A line to stdout. */
+  out: (line: string) => void;
+  /** A line to stderr. */
+  err: (line: string) => void;
+  /** Redraw the live view in place (stdout is a terminal). */
+  tty: boolean;
+  /** Raw stdout writes for the redraw, and its width. */
+  write?: (text: string) => void;
+  columns?: () => number | undefined;
+  /** Live view refresh period. Default 250. */
+  refreshMs?: number;
 }
 
-export async function demo(out: (s: string) => void): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'colo-agent-demo-'));
-  const keyFile = join(dir, 'heartbeat.key');
-  await keygen(keyFile, false);
+/** Exit codes: 0 done (drill passed), 1 failure (drill failed), 2 QEMU missing or unable to do COLO. */
+export async function demo(opts: DemoOptions): Promise<number> {
+  const avail = await qemuAvailable();
+  if (!avail.ok || !findExecutable('qemu-img')) {
+    opts.err(DEMO_NEEDS_QEMU);
+    return 2;
+  }
+  const support = coloSupport(avail);
+  if (!support.ok) {
+    opts.err(`colo-agent demo cannot run a COLO pair on this QEMU: ${support.reason}`);
+    return 2;
+  }
 
-  const children: ChildProcess[] = [];
-  const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
-  // Whatever ends this process (a crash, a closed stdout), the agents it started go with it.
-  process.on('exit', () => children.filter(alive).forEach((c) => c.kill('SIGKILL')));
-  const start = (name: string, config: string) => {
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        'run',
-        '--config',
-        join(EXAMPLES, config),
-        '--set',
-        `heartbeat.keyFile=${keyFile}`,
-        '--set',
-        `node.stateDir=${join(dir, name)}`,
-        '--set',
-        `qemu.qmp=unix:${join(dir, `${name}-qmp.sock`)}`,
-        '--set',
-        'metrics.listen=',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (l) => out(compactLogLine(l)));
+  const res = new DemoResources();
+  // Stays installed: after a signal, a step still in flight may start something after stop().
+  process.once('exit', () => res.killNow());
+  let signalled: NodeJS.Signals | undefined;
+  let stopRequested!: () => void;
+  const stopSignal = new Promise<void>((resolve) => (stopRequested = resolve));
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) {
+      // A second Ctrl-C: no more waiting.
+      res.killNow();
+      process.exit(130);
     }
-    child.on('exit', (code, signal) => out(`--- ${name} (pid ${child.pid}) exited ${signal ?? code}`));
-    out(`--- started ${name} (pid ${child.pid}): kill -9 ${child.pid} to watch its peer detect the loss`);
-    children.push(child);
+    signalled = sig;
+    stopRequested();
   };
-  start('primary', 'primary.yaml');
-  start('secondary', 'secondary.yaml');
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, onSignal);
+  // e.g. piped into `head`: nobody reads any more, so stop.
+  const onStdoutError = () => onSignal('SIGPIPE');
+  process.stdout.on('error', onStdoutError);
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      for (const c of children.filter(alive)) c.kill('SIGTERM');
-      const poll = setInterval(() => {
-        if (!children.some(alive)) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 50);
+  try {
+    // Once a signal came, the step still running says nothing more: the stop messages are the last.
+    const quiet = (f: (l: string) => void) => (l: string) => {
+      if (!signalled) f(l);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    process.stdout.on('error', stop); // e.g. piped into `head`
-  });
-  await rm(dir, { recursive: true, force: true });
+    const wopts: DemoOptions = { ...opts, out: quiet(opts.out), err: quiet(opts.err) };
+    const work = (async (): Promise<number> => {
+      const up = await bringUp(res, { withProxies: opts.drill === 'partition', progress: wopts.out });
+      if (!up.ok) {
+        wopts.err(/not found/.test(up.reason) ? DEMO_NEEDS_QEMU : `colo-agent demo: ${up.reason}`);
+        return 2;
+      }
+      const run = up.run;
+      for (const line of describeRun(run)) wopts.out(line);
+      if (opts.drill) return await drill(run, opts.drill, wopts);
+      await liveView(run, wopts, stopSignal);
+      return 0;
+    })();
+    // A signal ends whatever step is running: stop() below cuts it off.
+    const code = await Promise.race([work, stopSignal.then(() => undefined)]);
+    work.catch(() => undefined); // its rejection after a signal is expected (processes gone)
+    if (code === undefined) {
+      opts.out(`${signalled}: stopping everything the demo started ...`);
+      await res.stop();
+      opts.out('stopped: agents, QEMUs and proxies ended, temp dir removed');
+      return opts.drill ? 130 : 0;
+    }
+    await res.stop();
+    return code;
+  } catch (err) {
+    await res.stop();
+    throw err;
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    process.stdout.off('error', onStdoutError);
+  }
+}
+
+/** What was started, with the pids and the work dir (for `kill -9`, and for tests). */
+export function describeRun(run: DemoRun): string[] {
+  const v = run.pair.version;
+  const lines = [`colo-agent demo: QEMU ${v.major}.${v.minor}.${v.micro} COLO pair and agents up (work dir ${run.dir})`];
+  for (const side of DEMO_SIDES) {
+    const a = run.agents[side];
+    lines.push(
+      `  ${`${side}:`.padEnd(11)} host ${run.pair.side(side).host}, QEMU pid ${run.pair.side(side).pid}, agent pid ${a.pid}, ` +
+        `status http://${run.layout.metricsListen[side]}/status`,
+    );
+  }
+  return lines;
+}
+
+function sources(run: DemoRun) {
+  return { pair: run.pair, agents: run.agents, metricsListen: run.layout.metricsListen, since: run.since };
+}
+
+/** Prints one line per change until stop() is called; `first` settles once the first snapshot is printed. */
+function changePrinter(run: DemoRun, out: (l: string) => void, periodMs: number): { first: Promise<void>; stop(final?: boolean): Promise<void> } {
+  let prev: DemoSnapshot | undefined;
+  let busy: Promise<void> = Promise.resolve();
+  let running = false;
+  const tick = () => {
+    running = true;
+    busy = takeSnapshot(sources(run))
+      .then((taken) => {
+        const snap = lastKnown(prev, taken);
+        for (const l of viewChanges(prev, snap)) out(l);
+        prev = snap;
+      })
+      .catch(() => undefined) // a view that misses one look is no reason to stop the demo
+      .finally(() => (running = false));
+  };
+  tick();
+  const first = busy;
+  // A slow snapshot skips a period rather than queueing another behind it.
+  const timer = setInterval(() => running || tick(), periodMs);
+  return {
+    first,
+    stop: async (final = true) => {
+      clearInterval(timer);
+      await busy;
+      if (!final) return;
+      tick(); // the end state
+      await busy;
+    },
+  };
+}
+
+async function drill(run: DemoRun, kind: DrillKind, opts: DemoOptions): Promise<number> {
+  const changes = changePrinter(run, opts.out, 100);
+  await changes.first; // the state before the fault
+  opts.out(`drill ${kind}: injecting the fault now`);
+  const report = await runDrill(kind, { pair: run.pair, agents: run.agents, ...(run.partition && { partition: run.partition }) });
+  await changes.stop();
+  for (const line of formatDrillReport(report)) opts.out(line);
+  return drillVerdict(report).ok ? 0 : 1;
+}
+
+/** Warnings and errors the agents log, shown under the view (the agents' full logs are JSON). */
+function notableLines(run: DemoRun, keep: number): { lines: string[]; stop(): void } {
+  const lines: string[] = [];
+  const offs = DEMO_SIDES.map((side: DemoSide) =>
+    run.agents[side].onEntry((e) => {
+      const level = e.record?.level;
+      if (e.seq >= 0 && (level === 'warn' || level === 'error' || level === 'fatal')) {
+        lines.push(compactLogLine(e.line));
+        if (lines.length > keep) lines.shift();
+      }
+    }),
+  );
+  return { lines, stop: () => offs.forEach((off) => off()) };
+}
+
+async function liveView(run: DemoRun, opts: DemoOptions, stop: Promise<void>): Promise<void> {
+  const period = opts.refreshMs ?? 250;
+  if (!opts.tty || !opts.write) {
+    opts.out('live view: one line per change (stdout is not a terminal); Ctrl-C stops everything');
+    const printed = new Set<string>();
+    const notable = notableLines(run, 50);
+    const changes = changePrinter(run, opts.out, period);
+    const logTimer = setInterval(() => {
+      for (const l of notable.lines) if (!printed.has(l)) (printed.add(l), opts.out(`  log ${l}`));
+    }, period);
+    await stop;
+    clearInterval(logTimer);
+    notable.stop();
+    await changes.stop(false).catch(() => undefined); // the agents are being stopped: no more changes to show
+    return;
+  }
+  const write = opts.write;
+  const notable = notableLines(run, 6);
+  let drawn = 0;
+  let busy = false;
+  let ended = false;
+  const draw = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const snap = await takeSnapshot(sources(run));
+      if (ended) return; // stopped while the agents were asked
+      const width = Math.max(40, opts.columns?.() ?? 120);
+      const lines = [...renderView(snap), ...(notable.lines.length ? ['recent warnings:', ...notable.lines.map((l) => `  ${l}`)] : [])].map((l) =>
+        l.length > width ? `${l.slice(0, width - 1)}…` : l,
+      );
+      // Back to the top of the last frame, clear it, draw the new one.
+      write(`${drawn > 0 ? `\x1b[${drawn}F\x1b[J` : ''}${lines.join('\n')}\n`);
+      drawn = lines.length;
+    } finally {
+      busy = false;
+    }
+  };
+  write('\x1b[?25l'); // hide the cursor while redrawing
+  try {
+    await draw();
+    const timer = setInterval(() => void draw(), period);
+    await stop;
+    ended = true;
+    clearInterval(timer);
+  } finally {
+    notable.stop();
+    write('\x1b[?25h');
+  }
 }

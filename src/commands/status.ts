@@ -53,6 +53,16 @@ export function formatStatus(s: AgentStatus): string {
   ];
   // Absent from an older agent's /status.
   if (s.maintenance?.on) lines.push(`maintenance ON since ${s.maintenance.since ?? '?'}${s.maintenance.reason ? ` (${s.maintenance.reason})` : ''}: automatic failover suspended`);
+  // Absent from an older agent's /status.
+  if (s.epoch) {
+    const e = s.epoch;
+    lines.push(
+      `epoch ${e.epoch}${e.stale ? `  STALE: epoch ${e.newestSeen} exists (from ${e.newestSeenFrom ?? '?'}); this node stays passive` : ''}` +
+        (s.arbiter ? `  arbiter ${s.arbiter.mode}${s.arbiter.mode === 'none' ? '' : s.arbiter.reachable ? ' reachable' : ' UNREACHABLE'}` : '') +
+        (s.arbiter?.leaseRemainingMs !== undefined ? `  lease ${Math.round(s.arbiter.leaseRemainingMs)} ms left` : ''),
+    );
+  }
+  if (s.guestStopped) lines.push(`guest PAUSED by the agent (${s.guestStopped === 'lease' ? 'cut off from peer and arbiter, lease ran out' : 'stale epoch'})`);
   const f = s.lastFailover;
   if (f) lines.push(`last failover: ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
   return lines.join('\n');

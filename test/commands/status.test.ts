@@ -2,6 +2,9 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { EXAMPLE_CONFIGS, freePort, loneAgentSets, startAgent } from '../helpers/agent-process.js';
+import type { AgentState, AgentStatus } from '../../src/agent.js';
+import { formatStatus } from '../../src/commands/status.js';
+import { AGENT_STATES } from '../../src/metrics/registry.js';
 import { runCli } from '../helpers/cli.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
 
@@ -16,6 +19,7 @@ t.test('human summary and --json from a running agent; a clear error when none a
   t.equal(human.code, 0, human.stderr);
   t.match(human.stdout, /^node colo-a {2}role primary {2}state waiting-for-peer/m);
   t.match(human.stdout, /^qemu \w+ {2}COLO mode unknown/m);
+  t.match(human.stdout, /^epoch 0 {2}arbiter none$/m);
 
   const json = await runCli(['status', '--config', EXAMPLE_CONFIGS.primary, ...cliSets, '--json']);
   t.equal(json.code, 0, json.stderr);
@@ -24,4 +28,36 @@ t.test('human summary and --json from a running agent; a clear error when none a
   const none = await runCli(['status', '--config', EXAMPLE_CONFIGS.primary, ...cliSets, '--set', `metrics.listen=127.0.0.1:${await freePort()}`]);
   t.equal(none.code, 1);
   t.match(none.stderr, /STATUS_UNAVAILABLE: cannot reach the agent/);
+});
+
+t.test('the summary names every state, and says so when the node is stale, paused or arbitrating', async (t) => {
+  const base: AgentStatus = {
+    node: 'colo-b',
+    role: 'secondary',
+    state: 'peer-up',
+    peer: { name: 'colo-a', state: 'up', silentForMs: 40, qemuReachable: true },
+    links: [{ link: '127.0.0.1:7410', state: 'up', rttMs: 0.25 }],
+    qemu: { qmp: 'unix:/run/q.sock', status: 'ready', version: '7.2.22', colo: { mode: 'secondary' } as AgentStatus['qemu']['colo'] },
+    maintenance: { on: false },
+    epoch: { epoch: 0, newestSeen: 0, newestSeenFrom: undefined, stale: false, holder: undefined, updatedAt: undefined },
+    arbiter: { mode: 'witness', reachable: true },
+  };
+  for (const state of AGENT_STATES as AgentState[]) {
+    t.match(formatStatus({ ...base, state }), new RegExp(`^node colo-b {2}role secondary {2}state ${state}$`, 'm'), state);
+  }
+  t.match(formatStatus(base), /^epoch 0 {2}arbiter witness reachable$/m);
+  const stale = formatStatus({
+    ...base,
+    state: 'stale',
+    epoch: { ...base.epoch!, newestSeen: 2, newestSeenFrom: 'peer colo-a', stale: true },
+    arbiter: { mode: 'witness', reachable: false },
+    guestStopped: 'stale',
+  });
+  t.match(stale, /^epoch 0 {2}STALE: epoch 2 exists \(from peer colo-a\); this node stays passive {2}arbiter witness UNREACHABLE$/m);
+  t.match(stale, /^guest PAUSED by the agent \(stale epoch\)$/m);
+  const leased = formatStatus({ ...base, role: 'primary', arbiter: { mode: 'witness', reachable: true, leaseRemainingMs: 412.7 }, guestStopped: 'lease' });
+  t.match(leased, /lease 413 ms left$/m);
+  t.match(leased, /^guest PAUSED by the agent \(cut off from peer and arbiter, lease ran out\)$/m);
+  const older = formatStatus({ ...base, epoch: undefined, arbiter: undefined as unknown as AgentStatus['arbiter'] });
+  t.notMatch(older, /epoch/, "an older agent's /status without epoch prints no epoch line");
 });

@@ -1,13 +1,2 @@
-/** A seeded pseudo-random generator, so that randomised tests and fault injection can be replayed. */
-
-/** mulberry32: tiny, fast, good enough for reproducible drops and fuzz inputs; values in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator lives in src/util/prng.ts (the fault proxy uses it); re-exported for tests. */
+export { mulberry32 } from '../../src/util/prng.js';

@@ -3,22 +3,9 @@
  * that use a real external binary and skip with an install hint when it is missing.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
 
-/** `which`: `name` itself when it is a path, else the first executable `name` on PATH; undefined when none. */
-export function findExecutable(name: string): string | undefined {
-  const candidates = isAbsolute(name) || name.includes('/') ? [name] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, name));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
+/** `which` (src/util/find-executable.ts): re-exported for the tests that look for a binary. */
+export { findExecutable } from '../../src/util/find-executable.js';
 
 export interface CommandResult {
   code: number | null;

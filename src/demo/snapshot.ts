@@ -1,0 +1,67 @@
+/**
+ * Taking one snapshot of the demo for the live view: each agent's /status and /metrics (HTTP on
+ * its metrics.listen), and whether its agent and QEMU processes still run. An agent that cannot
+ * be asked (killed, stopping) simply has no status in the snapshot.
+ */
+import { request } from 'node:http';
+import { fetchStatus } from '../commands/status.js';
+import { parseHostPort } from '../heartbeat/address.js';
+import type { ColoPair } from '../qemu/colo-launch.js';
+import type { DemoAgent } from './agent-child.js';
+import { DEMO_SIDES, type DemoSide } from './plan.js';
+import { demoMetricsFrom, type DemoMetrics, type DemoSnapshot, type SideSnapshot } from './view.js';
+
+/** GET a path from HOST:PORT as text; undefined on any failure (the view shows what it has). */
+export function fetchText(listen: string, path: string, timeoutMs: number): Promise<string | undefined> {
+  const { host, port } = parseHostPort(listen);
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve(res.statusCode === 200 ? body : undefined));
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+export interface SnapshotSources {
+  pair: ColoPair;
+  agents: Readonly<Record<DemoSide, DemoAgent>>;
+  metricsListen: Readonly<Record<DemoSide, string>>;
+  /** Date.now() when the pair was up. */
+  since: number;
+}
+
+async function sideSnapshot(src: SnapshotSources, side: DemoSide, timeoutMs: number): Promise<SideSnapshot> {
+  const agent = src.agents[side];
+  const qemu = src.pair.side(side);
+  const base: SideSnapshot = {
+    side,
+    agentPid: agent.pid,
+    agentAlive: agent.alive,
+    ...(agent.exitStatus && { agentExit: agent.exitStatus.signal ?? `exit ${agent.exitStatus.code}` }),
+    qemuPid: qemu.pid,
+    qemuAlive: qemu.alive(),
+  };
+  if (!agent.alive) return base;
+  const listen = src.metricsListen[side];
+  const [status, text] = await Promise.all([fetchStatus(listen, timeoutMs).catch(() => undefined), fetchText(listen, '/metrics', timeoutMs)]);
+  const metrics: DemoMetrics | undefined = text === undefined ? undefined : demoMetricsFrom(text);
+  return { ...base, ...(status && { status }), ...(metrics && { metrics }) };
+}
+
+export async function takeSnapshot(src: SnapshotSources, timeoutMs = 1000): Promise<DemoSnapshot> {
+  const sides = await Promise.all(DEMO_SIDES.map((side) => sideSnapshot(src, side, timeoutMs)));
+  const v = src.pair.version;
+  return {
+    at: Date.now(),
+    since: src.since,
+    qemuVersion: `${v.major}.${v.minor}.${v.micro}`,
+    checkpointDelayMs: src.pair.colo.checkpointDelayMs,
+    sides,
+  };
+}

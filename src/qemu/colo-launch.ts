@@ -1,0 +1,475 @@
+/**
+ * Launching the documented QEMU COLO pair (qemu-colo-facts.md §1, §3) on given hosts: both QEMUs,
+ * their disk images, the NBD export, the replication drive, the migration into COLO, and a
+ * connected QMP client per side for the launcher's own queries. Used by the test harness
+ * (test/helpers/colo-pair.ts), the demo, and later the agent's own QEMU launch (qemu.launch).
+ *
+ * startColoPair() returns `{ ok: false, reason }` (never throws) when this QEMU cannot do COLO
+ * (too old, or the 10.0.0-10.0.6 / 10.1.x regression, recognised by version or by the primary
+ * finishing a plain migration) or a program is missing, so callers can say why. Any other failure
+ * throws a ColoPairStartError whose message carries the step and both QEMUs' stderr tails, after
+ * cleaning up whatever it had started.
+ *
+ * Ports left out of `colo` are picked free (all distinct), and bring-up is retried with new ones
+ * when one was taken meanwhile. QEMU 7.2's first-checkpoint deadlock under TCG is kept away with
+ * a large x-checkpoint-delay (HARNESS_CHECKPOINT_DELAY_MS) unless `colo.checkpointDelayMs` says otherwise.
+ *
+ * pair.stop() SIGKILLs both QEMUs and removes the dirs it made. killAllColoPairsNow() does the same
+ * for every pair still up, synchronously, for a caller's exit handler; nothing is installed implicitly.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { ColoConfig } from '../config/types.js';
+import { formatQemuVersion, QmpClient, type QemuVersion } from '../qmp/index.js';
+import {
+  COLO_PORT_KEYS,
+  coloSupport,
+  directRoutes,
+  DOCUMENTED_HARNESS_NAMES,
+  migrateUri,
+  primaryArgs,
+  primaryDriveAddLine,
+  resolveColoConfig,
+  secondaryArgs,
+  secondaryNeedsXColo,
+  type ColoDialRoutes,
+  type ColoHarnessNames,
+  type ColoOverrides,
+  type ColoPorts,
+} from './colo-cmdline.js';
+import { ColoPairStartError } from './errors.js';
+import { qemuAvailable, startQemu, type QemuExit, type QemuLifecycleHooks, type RunningQemu } from './qemu-process.js';
+
+export { ColoPairStartError };
+
+export type ColoRole = 'primary' | 'secondary';
+
+export interface StartColoPairOptions {
+  /** Any key of the agent's `colo` config section (hosts, ports, ids, ...); ports left out are picked free. */
+  colo?: ColoOverrides;
+  /** Topology names the agent config does not carry (childs0, hn0, e0). */
+  names?: Partial<ColoHarnessNames>;
+  /** Bind the public listeners to 0.0.0.0 as the document does (default: each side's own host). */
+  listenAll?: boolean;
+  /**
+   * Where the cross-side connections are dialled when something (a fault proxy, a NAT) stands
+   * between the sides; each defaults to the listener itself. Proxies must be listening before the
+   * call: the secondary's red0/red1 and the primary's NBD and migration connect during bring-up.
+   */
+  dial?: Partial<ColoDialRoutes>;
+  /** Parent of the two sides' dirs (each a new dir inside it, removed by stop()). Default: the OS temp dir. */
+  workDir?: string;
+  binary?: string;
+  /** qemu-img binary. Default: qemu-img from PATH. */
+  qemuImg?: string;
+  /** Size of every disk image. Default 64. */
+  diskSizeMb?: number;
+  /** Guest memory per side. Default 64. */
+  memoryMb?: number;
+  /** QMP unix sockets per side (>= 2): [0] for the agent, [1] for the launcher's own client, the rest spare. Default 3. */
+  qmpSockets?: number;
+  /** Budget for the whole bring-up (both QEMUs greeting, all commands, COLO reached). Default 30000. */
+  timeoutMs?: number;
+  /** Per QMP command during bring-up and for the query helpers. Default 10000. */
+  commandTimeoutMs?: number;
+  /** Told about each QEMU's pid (e.g. a reaper, so they die with the caller). */
+  lifecycle?: QemuLifecycleHooks;
+}
+
+export interface ColoSide {
+  readonly role: ColoRole;
+  /** 127.0.0.1 for the primary, 127.0.0.2 for the secondary (colo.primaryHost / secondaryHost). */
+  readonly host: string;
+  readonly qemu: RunningQemu;
+  readonly process: ChildProcess;
+  readonly pid: number;
+  /** Dir with the QMP sockets and disk images; removed by pair.stop(). */
+  readonly dir: string;
+  /** Absolute paths: primary {disk}; secondary {disk, active, hidden}. */
+  readonly images: Readonly<Record<string, string>>;
+  readonly qmpPaths: readonly string[];
+  /** `unix:PATH` for every socket, QmpClient-ready. */
+  readonly qmpAddresses: readonly string[];
+  /** Socket 0: hand it to the agent. */
+  readonly agentQmpAddress: string;
+  /** Socket 1, held by `qmp`. */
+  readonly harnessQmpAddress: string;
+  /** Sockets 2..: free for more clients (a transcript recorder, a second agent). */
+  readonly spareQmpPaths: readonly string[];
+  /** The launcher's connected client (no reconnect); used by the query helpers. */
+  readonly qmp: QmpClient;
+  /** The ports this side listens on in the documented topology. */
+  readonly ports: Readonly<Partial<ColoPorts>>;
+  /** QEMU's stderr (tail). */
+  stderr(): string;
+  /** SIGKILL to crash it, SIGSTOP to freeze it, ...; ignored once exited. */
+  kill(signal?: NodeJS.Signals): void;
+  /** Whether the process is still there (SIGSTOPped counts as there). */
+  alive(): boolean;
+  /** Close the launcher's client and SIGKILL QEMU; resolves after exit. Does not remove the dir (pair.stop does). */
+  stop(): Promise<QemuExit>;
+}
+
+export interface ColoPairTimings {
+  /** Spawn until the primary's QMP greets. */
+  primaryStartMs: number;
+  /** Spawn until the secondary's QMP greets. */
+  secondaryStartMs: number;
+  /** `migrate` sent until both report their COLO mode. */
+  enterColoMs: number;
+  /** startColoPair() call until it resolves (includes port picking and images). */
+  totalMs: number;
+}
+
+export interface ColoPair {
+  readonly primary: ColoSide;
+  readonly secondary: ColoSide;
+  /** The resolved `colo` section: hand it to an agent config as is. */
+  readonly colo: ColoConfig;
+  readonly names: ColoHarnessNames;
+  readonly ports: ColoPorts;
+  /** Where each cross-side connection was dialled (the listeners themselves unless `dial` said otherwise). */
+  readonly routes: ColoDialRoutes;
+  /** From the primary's QMP greeting. */
+  readonly version: QemuVersion;
+  readonly timings: ColoPairTimings;
+  side(role: ColoRole): ColoSide;
+  /** Both QEMUs' stderr tails, for error messages. */
+  diagnostics(): string;
+  /** SIGKILL both QEMUs, close clients, remove the dirs. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export type ColoPairResult = { ok: true; pair: ColoPair } | { ok: false; reason: string; version?: string };
+
+// ---- process-wide registry ----
+
+interface Owned {
+  dirs: string[];
+  qemus: RunningQemu[];
+}
+
+const owned = new Set<Owned>();
+
+/** SIGKILL the QEMUs of every pair not yet stopped (or still coming up) and remove their dirs. Synchronous. */
+export function killAllColoPairsNow(): void {
+  for (const o of owned) {
+    for (const q of o.qemus) {
+      try {
+        process.kill(q.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const d of o.dirs) rmSync(d, { recursive: true, force: true });
+  }
+  owned.clear();
+}
+
+// ---- small pieces ----
+
+/**
+ * Distinct ports, free on every address right now: all listeners are held open together (so no
+ * two keys get the same port) and bound to 0.0.0.0 (so the port is free on 127.0.0.1 and .2 alike).
+ */
+export async function pickColoPorts(given: Partial<ColoPorts> = {}): Promise<ColoPorts> {
+  const servers: net.Server[] = [];
+  const ports: Partial<ColoPorts> = { ...given };
+  try {
+    for (const key of COLO_PORT_KEYS) {
+      if (ports[key] !== undefined) continue;
+      const s = net.createServer();
+      servers.push(s);
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(0, '0.0.0.0', () => resolve());
+      });
+      ports[key] = (s.address() as net.AddressInfo).port;
+    }
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+  return ports as ColoPorts;
+}
+
+/** Resolves false when the program is not installed; rejects when it ran and failed. */
+function run(file: string, args: string[]): Promise<boolean> {
+  return new Promise((resolve, reject) =>
+    execFile(file, args, { timeout: 15_000 }, (err, _stdout, stderr) => {
+      if (!err) resolve(true);
+      else if ((err as NodeJS.ErrnoException).code === 'ENOENT') resolve(false);
+      else reject(new Error(`${file} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
+    }),
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function tail(text: string, lines = 15): string {
+  const t = text.trim();
+  return t ? t.split('\n').slice(-lines).join('\n') : '(empty)';
+}
+
+const IN_USE = /address already in use/i;
+
+// ---- bring-up ----
+
+/** Start the documented COLO pair; retries with new ports when an auto-picked port was taken meanwhile. */
+export async function startColoPair(opts: StartColoPairOptions = {}): Promise<ColoPairResult> {
+  const avail = await qemuAvailable(opts.binary);
+  if (!avail.ok) return { ok: false, reason: avail.reason };
+  // Decide by the installed version before spending a second on processes; the greeting re-checks.
+  const early = coloSupport(avail);
+  if (!early.ok) return { ok: false, reason: early.reason, version: avail.version };
+  const autoPorts = COLO_PORT_KEYS.some((k) => opts.colo?.[k] === undefined);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      if (!(err instanceof ColoPairStartError && err.addressInUse && autoPorts && attempt < 3)) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
+  const t0 = performance.now();
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  const commandTimeoutMs = opts.commandTimeoutMs ?? 10_000;
+  const names: ColoHarnessNames = { ...DOCUMENTED_HARNESS_NAMES, ...opts.names };
+  const listenAll = opts.listenAll ?? false;
+  const qmpSockets = Math.max(2, opts.qmpSockets ?? 3);
+  const sizeMb = opts.diskSizeMb ?? 64;
+  const memoryMb = opts.memoryMb ?? 64;
+  const given: Partial<ColoPorts> = {};
+  for (const k of COLO_PORT_KEYS) if (opts.colo?.[k] !== undefined) given[k] = opts.colo[k];
+  const ports = await pickColoPorts(given);
+  const colo = resolveColoConfig(opts.colo ?? {}, ports);
+  const routes: ColoDialRoutes = { ...directRoutes(colo), ...opts.dial };
+  const parent = opts.workDir ?? tmpdir();
+
+  const own: Owned = { dirs: [], qemus: [] };
+  owned.add(own);
+  const clients: QmpClient[] = [];
+  let primaryQ: RunningQemu | undefined;
+  let secondaryQ: RunningQemu | undefined;
+  let stopping: Promise<void> | undefined;
+  const stopAll = (): Promise<void> => {
+    stopping ??= (async () => {
+      await Promise.all(clients.map((c) => c.close()));
+      for (const q of own.qemus) q.kill('SIGKILL');
+      await Promise.all(own.qemus.map((q) => q.stop()));
+      for (const d of own.dirs) rmSync(d, { recursive: true, force: true });
+      owned.delete(own);
+    })();
+    return stopping;
+  };
+
+  const diagnostics = () =>
+    `primary (pid ${primaryQ?.pid ?? '-'}, ${primaryQ?.exitStatus ? `exited ${JSON.stringify(primaryQ.exitStatus)}` : 'running'}) stderr:\n${tail(primaryQ?.stderr() ?? '')}\n` +
+    `secondary (pid ${secondaryQ?.pid ?? '-'}, ${secondaryQ?.exitStatus ? `exited ${JSON.stringify(secondaryQ.exitStatus)}` : 'running'}) stderr:\n${tail(secondaryQ?.stderr() ?? '')}`;
+  let stepName = 'prepare';
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    stepName = name;
+    if (Date.now() > deadline) throw new Error(`bring-up budget of ${opts.timeoutMs ?? 30_000} ms exhausted`);
+    return fn();
+  };
+  const connect = async (q: RunningQemu): Promise<QmpClient> => {
+    const c = new QmpClient({ address: q.qmpAddresses[1] as string, reconnect: false, commandTimeoutMs });
+    clients.push(c);
+    await c.connect();
+    return c;
+  };
+
+  try {
+    const pDir = mkdtempSync(join(parent, 'colo-p-'));
+    own.dirs.push(pDir);
+    const sDir = mkdtempSync(join(parent, 'colo-s-'));
+    own.dirs.push(sDir);
+    const pImages = { disk: join(pDir, 'primary.qcow2') };
+    const sImages = { disk: join(sDir, 'primary.qcow2'), active: join(sDir, 'secondary-active.qcow2'), hidden: join(sDir, 'secondary-hidden.qcow2') };
+    const qemuImg = opts.qemuImg ?? 'qemu-img';
+    const created = await step('create disk images', async () => {
+      // One empty image copied three times: identical content and size, as the document requires.
+      if (!(await run(qemuImg, ['create', '-q', '-f', 'qcow2', pImages.disk, `${sizeMb}M`]))) return false;
+      for (const p of Object.values(sImages)) copyFileSync(pImages.disk, p);
+      return true;
+    });
+    if (!created) {
+      await stopAll();
+      return { ok: false, reason: `${qemuImg} not found; install it with: apt-get install qemu-utils` };
+    }
+
+    const cmd = { colo, names, listenAll, dial: routes };
+    const remainingMs = () => Math.max(1000, deadline - Date.now());
+    let tp = performance.now();
+    primaryQ = await step('start primary QEMU', () =>
+      startQemu({
+        binary: opts.binary,
+        dir: pDir,
+        name: 'primary',
+        memoryMb,
+        qmpSockets,
+        readyTimeoutMs: remainingMs(),
+        extraArgs: primaryArgs(cmd, pImages),
+        lifecycle: opts.lifecycle,
+      }),
+    );
+    own.qemus.push(primaryQ);
+    const primaryStartMs = performance.now() - tp;
+    const pq = await step('primary: QMP connect', () => connect(primaryQ as RunningQemu));
+    const version = pq.version as QemuVersion;
+    const support = coloSupport(version);
+    if (!support.ok) {
+      await stopAll();
+      return { ok: false, reason: support.reason, version: formatQemuVersion(version) };
+    }
+
+    tp = performance.now();
+    secondaryQ = await step('start secondary QEMU', () =>
+      startQemu({
+        binary: opts.binary,
+        dir: sDir,
+        name: 'secondary',
+        paused: false, // -incoming already holds the guest; the document has no -S here
+        memoryMb,
+        qmpSockets,
+        readyTimeoutMs: remainingMs(),
+        extraArgs: secondaryArgs(cmd, sImages, version),
+        lifecycle: opts.lifecycle,
+      }),
+    );
+    own.qemus.push(secondaryQ);
+    const secondaryStartMs = performance.now() - tp;
+    const sq = await step('secondary: QMP connect', () => connect(secondaryQ as RunningQemu));
+
+    const xColo = { capabilities: [{ capability: 'x-colo', state: true }] };
+    if (secondaryNeedsXColo(version)) await step('secondary: migrate-set-capabilities x-colo', () => sq.execute('migrate-set-capabilities', xColo));
+    const nbdHost = listenAll ? '0.0.0.0' : colo.secondaryHost;
+    await step('secondary: nbd-server-start', () =>
+      sq.execute('nbd-server-start', { addr: { type: 'inet', data: { host: nbdHost, port: String(colo.nbdPort) } } }),
+    );
+    await step('secondary: nbd-server-add', () => sq.execute('nbd-server-add', { device: colo.nbdExport, writable: true }));
+
+    await step('primary: drive_add replication', async () => {
+      // HMP reports failure in its text, not as a QMP error.
+      const out = await pq.execute<string>('human-monitor-command', { 'command-line': primaryDriveAddLine(colo, routes.nbd) });
+      if (out.trim() !== '' && !/^OK\s*$/.test(out.trim())) throw new Error(`drive_add said: ${out.trim()}`);
+    });
+    await step('primary: x-blockdev-change', () => pq.execute('x-blockdev-change', { parent: colo.disk, node: colo.replicationNode }));
+    await step('primary: migrate-set-capabilities x-colo', () => pq.execute('migrate-set-capabilities', xColo));
+    await step('primary: migrate-set-parameters x-checkpoint-delay', () =>
+      pq.execute('migrate-set-parameters', { 'x-checkpoint-delay': colo.checkpointDelayMs }),
+    );
+    const tm = performance.now();
+    await step('primary: migrate', () => pq.execute('migrate', { uri: migrateUri(colo, routes.migration) }));
+
+    const outcome = await step('wait for COLO', () => waitForColo(pq, sq, primaryQ as RunningQemu, secondaryQ as RunningQemu, deadline));
+    if (outcome.kind === 'plain-migration') {
+      await stopAll();
+      return {
+        ok: false,
+        version: formatQemuVersion(version),
+        reason:
+          `QEMU ${formatQemuVersion(version)}: the primary finished a plain migration (query-migrate "completed", ` +
+          'COLO mode none) instead of entering COLO, the behaviour of the 10.0.0-10.0.6 / 10.1.x regression',
+      };
+    }
+    const enterColoMs = performance.now() - tm;
+
+    const mkSide = (role: ColoRole, q: RunningQemu, c: QmpClient, host: string, images: Record<string, string>, sidePorts: Partial<ColoPorts>): ColoSide => ({
+      role,
+      host,
+      qemu: q,
+      process: q.process,
+      pid: q.pid,
+      dir: q.dir,
+      images,
+      qmpPaths: q.qmpPaths,
+      qmpAddresses: q.qmpAddresses,
+      agentQmpAddress: q.qmpAddresses[0] as string,
+      harnessQmpAddress: q.qmpAddresses[1] as string,
+      spareQmpPaths: q.qmpPaths.slice(2),
+      qmp: c,
+      ports: sidePorts,
+      stderr: () => q.stderr(),
+      kill: (signal) => q.kill(signal),
+      alive: () => q.exitStatus === undefined,
+      stop: async () => {
+        await c.close();
+        q.kill('SIGKILL');
+        return q.stop();
+      },
+    });
+    const primary = mkSide('primary', primaryQ, pq, colo.primaryHost, pImages, {
+      mirrorPort: ports.mirrorPort,
+      compare1Port: ports.compare1Port,
+      compare0Port: ports.compare0Port,
+      compareOutPort: ports.compareOutPort,
+    });
+    const secondary = mkSide('secondary', secondaryQ, sq, colo.secondaryHost, sImages, { nbdPort: ports.nbdPort, migrationPort: ports.migrationPort });
+    const pair: ColoPair = {
+      primary,
+      secondary,
+      colo,
+      names,
+      ports,
+      routes,
+      version,
+      timings: { primaryStartMs, secondaryStartMs, enterColoMs, totalMs: performance.now() - t0 },
+      side: (role) => (role === 'primary' ? primary : secondary),
+      diagnostics,
+      stop: stopAll,
+    };
+    return { ok: true, pair };
+  } catch (err) {
+    const diag = diagnostics();
+    await stopAll();
+    const msg = (err as Error).message;
+    throw new ColoPairStartError(stepName, msg, diag, {
+      cause: err,
+      addressInUse: IN_USE.test(msg) || IN_USE.test(diag),
+      pids: own.qemus.map((q) => q.pid),
+      dirs: [...own.dirs],
+    });
+  }
+}
+
+type ColoOutcome = { kind: 'colo' } | { kind: 'plain-migration' };
+
+interface ColoStatusLike {
+  mode: string;
+}
+
+interface MigrateLike {
+  status?: string;
+  'error-desc'?: string;
+}
+
+/** Poll until both sides report their COLO mode, the primary finishes a plain migration, or something fails. */
+async function waitForColo(pq: QmpClient, sq: QmpClient, pQ: RunningQemu, sQ: RunningQemu, deadline: number): Promise<ColoOutcome> {
+  let last = '';
+  for (;;) {
+    if (pQ.exitStatus) throw new Error(`the primary QEMU exited (${JSON.stringify(pQ.exitStatus)})`);
+    if (sQ.exitStatus) throw new Error(`the secondary QEMU exited (${JSON.stringify(sQ.exitStatus)})`);
+    const [pc, sc, pm] = await Promise.all([
+      pq.execute<ColoStatusLike>('query-colo-status'),
+      sq.execute<ColoStatusLike>('query-colo-status'),
+      pq.execute<MigrateLike>('query-migrate'),
+    ]);
+    last = `primary colo ${JSON.stringify(pc)}, secondary colo ${JSON.stringify(sc)}, primary query-migrate ${JSON.stringify(pm)}`;
+    if (pc.mode === 'primary' && sc.mode === 'secondary') return { kind: 'colo' };
+    if (pm.status === 'completed' && pc.mode === 'none') return { kind: 'plain-migration' };
+    if (pm.status === 'failed' || pm.status === 'cancelled') {
+      throw new Error(`migration ${pm.status}: ${pm['error-desc'] ?? 'no error-desc'} (${last})`);
+    }
+    if (Date.now() > deadline) throw new Error(`COLO not reached in time; last seen: ${last}`);
+    await sleep(25);
+  }
+}

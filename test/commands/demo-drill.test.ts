@@ -1,0 +1,210 @@
+/**
+ * `colo-agent demo` end to end, with real QEMU (a COLO pair under TCG on 127.0.0.1 / 127.0.0.2)
+ * and real agent processes, through the built CLI:
+ * - without QEMU on PATH it says how to install it, in one line, and exits 2;
+ * - `--drill kill-primary` and `--drill kill-secondary`: the timeline's order (injected <
+ *   detected <= started < done), the survivor running the guest alone, exit 0;
+ * - `--drill partition` without an arbiter: both sides take over, and the demo says so (exit 1);
+ * - the live view stopped with SIGINT;
+ * and after each run, no QEMU or agent process and no temp dir is left.
+ *
+ * The subtests run one after another (one pair at a time on these 2-core machines). They assert
+ * order and end states, never speed; the timelines are printed as comments.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { requireBuiltCli } from '../helpers/agent-process.js';
+import { CLI_PATH, runCli, type CliResult } from '../helpers/cli.js';
+import { coloSupport } from '../helpers/colo-cmdline.js';
+import { processAlive } from '../helpers/proc.js';
+import { qemuAvailable } from '../helpers/qemu.js';
+
+const DRILL_TIMEOUT_MS = 90_000;
+
+const avail = await qemuAvailable();
+const support = avail.ok ? coloSupport(avail) : avail;
+const skip = support.ok ? false : support.reason;
+
+interface Started {
+  workDir: string;
+  pids: Record<'primary' | 'secondary', { qemu: number; agent: number }>;
+}
+
+/** The pids and work dir from the demo's "up" lines. */
+function parseStarted(stdout: string): Started | undefined {
+  const dir = /\(work dir (\S+)\)/.exec(stdout)?.[1];
+  const side = (name: string) => {
+    const m = new RegExp(`${name}:\\s+host \\S+, QEMU pid (\\d+), agent pid (\\d+)`).exec(stdout);
+    return m ? { qemu: Number(m[1]), agent: Number(m[2]) } : undefined;
+  };
+  const primary = side('primary');
+  const secondary = side('secondary');
+  return dir && primary && secondary ? { workDir: dir, pids: { primary, secondary } } : undefined;
+}
+
+/** Processes whose command line mentions `text` (a demo's work dir: its QEMUs' sockets, its agents' state dirs). */
+function processesMentioning(text: string): number[] {
+  const found: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text)) found.push(Number(d));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return found;
+}
+
+async function assertNothingLeft(t: Test, s: Started): Promise<void> {
+  const pids = [s.pids.primary.qemu, s.pids.primary.agent, s.pids.secondary.qemu, s.pids.secondary.agent];
+  // The kernel may take a moment to reap a SIGKILLed process.
+  for (let i = 0; i < 50 && pids.some(processAlive); i++) await new Promise((r) => setTimeout(r, 20));
+  for (const pid of pids) t.notOk(processAlive(pid), `pid ${pid} is gone`);
+  t.same(processesMentioning(s.workDir), [], 'no process refers to the work dir');
+  t.notOk(existsSync(s.workDir), `${s.workDir} removed`);
+}
+
+interface TimelineLine {
+  ms: number;
+  label: string;
+  side: string | undefined;
+  line: string;
+}
+
+/** The timeline lines: "  +   12 ms  detected  secondary: ...". */
+function parseTimeline(stdout: string): TimelineLine[] {
+  const out: TimelineLine[] = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^\s+\+\s*(\d+) ms\s+(\S+)\s+(?:(primary|secondary): )?/.exec(line);
+    if (m) out.push({ ms: Number(m[1]), label: m[2] as string, side: m[3], line });
+  }
+  return out;
+}
+
+function first(events: TimelineLine[], label: string, side?: string): TimelineLine | undefined {
+  return events.find((e) => e.label === label && (side === undefined || e.side === side));
+}
+
+function failureDetail(r: CliResult): string {
+  return `exit ${r.code} ${r.signal ?? ''}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+}
+
+t.test('without QEMU on PATH: one line on how to install it, exit 2', async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const empty = mkdtempSync(join(tmpdir(), 'no-qemu-'));
+  t.teardown(() => rmSync(empty, { recursive: true, force: true }));
+  const r = await runCli(['demo'], { env: { PATH: empty } });
+  t.equal(r.code, 2, 'exit 2');
+  t.equal(r.stdout, '', 'nothing on stdout');
+  t.equal(r.stderr, 'colo-agent demo needs QEMU: apt-get install qemu-system-x86 qemu-utils\n', 'exactly one line on stderr');
+});
+
+t.test('an unknown drill is a usage error', async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const r = await runCli(['demo', '--drill', 'kill-everything']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /--drill must be one of kill-primary, kill-secondary, partition/);
+});
+
+for (const [drill, victim, survivor, sequence] of [
+  ['kill-primary', 'primary', 'secondary', 'secondary-failover'],
+  ['kill-secondary', 'secondary', 'primary', 'primary-failover'],
+] as const) {
+  t.test(`--drill ${drill}: the timeline is in order and the ${survivor} ends running the guest alone`, { skip }, async (t) => {
+    if (!requireBuiltCli(t)) return;
+    const r = await runCli(['demo', '--drill', drill], { env: { PATH: process.env.PATH ?? '' }, timeoutMs: DRILL_TIMEOUT_MS });
+    const started = parseStarted(r.stdout);
+    t.ok(started, `the demo printed its pids and work dir${started ? '' : `\n${failureDetail(r)}`}`);
+    const timeline = parseTimeline(r.stdout);
+    t.comment(timeline.map((e) => e.line.trim()).join('\n'));
+    t.equal(r.code, 0, `exit 0${r.code === 0 ? '' : `\n${failureDetail(r)}`}`);
+
+    const injected = first(timeline, 'injected');
+    const detected = first(timeline, 'detected', survivor);
+    const begun = first(timeline, 'started', survivor);
+    const done = first(timeline, 'done', survivor);
+    t.ok(injected && detected && begun && done, 'injected, detected, started and done are all there');
+    if (injected && detected && begun && done) {
+      t.equal(injected.ms, 0, 'the fault is T0');
+      t.ok(injected.ms < detected.ms, `injected (${injected.ms}) < detected (${detected.ms})`);
+      t.ok(detected.ms <= begun.ms, `detected (${detected.ms}) <= started (${begun.ms})`);
+      t.ok(begun.ms < done.ms, `started (${begun.ms}) < done (${done.ms})`);
+      t.match(begun.line, sequence, `the ${survivor} ran ${sequence}`);
+      t.match(injected.line, new RegExp(`SIGKILL ${victim} QEMU \\(pid \\d+\\) and its agent`));
+    }
+    t.equal(first(timeline, 'failed'), undefined, 'no failed failover');
+    t.match(r.stdout, new RegExp(`end state ${survivor}: query-status running, COLO mode none \\(last mode ${survivor}\\)`), 'the survivor runs, out of COLO');
+    t.match(r.stdout, new RegExp(`end state ${victim}: QEMU gone`));
+    const outage = /total outage: (\d+) ms \(fault -> the (\w+)'s guest running solo\)/.exec(r.stdout);
+    t.ok(outage, 'the total outage is printed');
+    if (outage && done) {
+      t.equal(outage[2], survivor);
+      t.equal(Number(outage[1]), done.ms, 'the outage ends when the failover is done');
+    }
+    t.match(r.stdout, new RegExp(`drill ${drill}: PASS`));
+    if (started) await assertNothingLeft(t, started);
+  });
+}
+
+t.test('--drill partition without an arbiter: both sides take over, and the demo says so', { skip }, async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const r = await runCli(['demo', '--drill', 'partition'], { env: { PATH: process.env.PATH ?? '' }, timeoutMs: DRILL_TIMEOUT_MS });
+  const started = parseStarted(r.stdout);
+  t.ok(started, `the demo printed its pids and work dir${started ? '' : `\n${failureDetail(r)}`}`);
+  const timeline = parseTimeline(r.stdout);
+  t.comment(timeline.map((e) => e.line.trim()).join('\n'));
+  for (const side of ['primary', 'secondary']) {
+    const detected = first(timeline, 'detected', side);
+    t.ok(detected, `the ${side} detected the partition`);
+    t.match(detected?.line ?? '', /peer down: heartbeats missed/, `${side}: by the heartbeat`);
+  }
+  const bothSolo =
+    /end state primary: query-status running, COLO mode none/.test(r.stdout) && /end state secondary: query-status running, COLO mode none/.test(r.stdout);
+  if (bothSolo) {
+    t.match(r.stdout, /arbiter none: both sides took over — split brain; run with a witness to prevent it/, 'the split brain is named');
+    t.equal(r.code, 1, 'a split brain fails the drill');
+  } else {
+    // Whatever happened, the verdict and the exit code agree.
+    const expected = /drill partition: PASS/.test(r.stdout) ? 0 : 1;
+    t.equal(r.code, expected, `exit code matches the verdict${r.code === expected ? '' : `\n${failureDetail(r)}`}`);
+  }
+  if (started) await assertNothingLeft(t, started);
+});
+
+t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const child = spawn(process.execPath, [CLI_PATH, 'demo'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), DRILL_TIMEOUT_MS);
+  t.teardown(() => {
+    clearTimeout(watchdog);
+    child.kill('SIGKILL');
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  // Two lines per side once the view has its first snapshot.
+  const viewing = new Promise<boolean>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (/live view:/.test(stdout) && /primary: agent pid/.test(stdout) && /secondary: agent pid/.test(stdout)) resolve(true);
+    });
+    void exited.then(() => resolve(false));
+  });
+  const viewed = await viewing;
+  t.ok(viewed, `the live view started${viewed ? '' : `\nstdout:\n${stdout}\nstderr:\n${stderr}`}`);
+  const started = parseStarted(stdout);
+  t.ok(started, 'the demo printed its pids and work dir');
+  t.match(stdout, /primary: agent pid \d+, qemu ready, node colo-a, role primary, state peer-up, colo primary, peer up/, 'the primary row');
+  t.match(stdout, /secondary: agent pid \d+, qemu ready, node colo-b, role secondary, state peer-up, colo secondary, peer up/, 'the secondary row');
+  child.kill('SIGINT');
+  const code = await exited;
+  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${stdout}\n${stderr}`}`);
+  t.match(stdout, /SIGINT: stopping everything the demo started/);
+  t.match(stdout, /stopped: agents, QEMUs and proxies ended, temp dir removed/);
+  if (started) await assertNothingLeft(t, started);
+});

@@ -1,0 +1,137 @@
+/**
+ * The drill's timeline and verdict from the agents' log records (shaped as the agent writes them)
+ * and QEMU's answers afterwards.
+ */
+import t from 'tap';
+import type { LogRecord } from '../../src/demo/agent-child.js';
+import { drillVerdict, formatDrillReport, observerEvents, runsSolo, type DrillReport, type SideOutcome } from '../../src/demo/timeline.js';
+
+const T0 = Date.parse('2026-01-01T12:00:00.000Z');
+const at = (ms: number) => new Date(T0 + ms).toISOString();
+
+function rec(ms: number, fields: Record<string, unknown>): LogRecord {
+  return { level: 'info', time: at(ms), pid: 1, node: 'colo-b', ...fields };
+}
+
+/** What a secondary logs when its primary host dies (COLO_EXIT fast path), with noise around it. */
+const secondaryRecords: LogRecord[] = [
+  rec(-50, { component: 'agent', msg: 'link RTT' }), // before the fault: ignored
+  rec(3, { component: 'colo-monitor', msg: 'COLO_EXIT', mode: 'secondary', reason: 'error' }),
+  rec(4, { component: 'agent', msg: 'COLO_EXIT', data: { mode: 'secondary', reason: 'error' } }),
+  rec(6, { component: 'agent', msg: 'probed the peer QEMU', host: '127.0.0.1', port: 9003, verdict: 'refused', detail: 'ECONNREFUSED' }),
+  rec(9, { component: 'failover', msg: 'failover starting', sequence: 'secondary-failover', reason: 'colo-exit-error: the peer is gone' }),
+  rec(120, { component: 'failure-detector', detector: 'peer', from: 'up', to: 'suspect', reason: 'suspect-timeout', msg: 'peer up -> suspect' }),
+  rec(45, { component: 'agent', msg: 'failover done: running solo as primary', sequence: 'secondary-failover', durationMs: 35.5 }),
+  rec(230, { component: 'failure-detector', detector: 'peer', from: 'suspect', to: 'down', reason: 'timeout', msg: 'peer suspect -> down' }),
+];
+
+t.test('observerEvents: the first record of each kind at or after T0, labelled', async (t) => {
+  const events = observerEvents('secondary', secondaryRecords, T0);
+  t.same(
+    events.map((e) => [e.label, e.at - T0]),
+    [
+      ['detected', 4],
+      ['probe', 6],
+      ['started', 9],
+      ['done', 45],
+      ['suspect', 120],
+    ],
+    'COLO_EXIT (the agent\'s record) is the detection; the later peer-down is not a second one',
+  );
+  t.ok(events.every((e) => e.side === 'secondary'));
+  t.match(events.find((e) => e.label === 'probe')?.detail, /127\.0\.0\.1:9003 refused \(ECONNREFUSED\)/);
+  t.match(events.find((e) => e.label === 'started')?.detail, /^secondary-failover \(colo-exit-error/);
+});
+
+t.test('observerEvents: heartbeat detection, a refused takeover, a failed failover', async (t) => {
+  const events = observerEvents(
+    'primary',
+    [
+      rec(150, { component: 'failure-detector', detector: 'peer', to: 'suspect', reason: 'suspect-timeout' }),
+      rec(151, { component: 'failure-detector', detector: 'link 127.0.0.2:7410', to: 'down', reason: 'timeout' }), // a link, not the peer
+      rec(250, { component: 'failure-detector', detector: 'peer', to: 'down', reason: 'timeout' }),
+      rec(260, { component: 'agent', msg: 'no takeover', reason: "the peer's QEMU still listens" }),
+      rec(262, { component: 'agent', msg: "peer's agent reports its QEMU gone" }),
+      rec(270, { component: 'failover', msg: 'failover starting', sequence: 'primary-failover', reason: 'peer-down' }),
+      rec(300, { component: 'agent', msg: 'failover FAILED', sequence: 'primary-failover', err: { message: 'step drive_del timed out' } }),
+    ],
+    T0,
+  );
+  t.same(
+    events.map((e) => e.label),
+    ['suspect', 'detected', 'decision', 'started', 'failed'],
+  );
+  t.match(events[1]?.detail, /peer down: heartbeats missed \(timeout\)/);
+  t.match(events[2]?.detail, /no takeover: the peer's QEMU still listens/);
+  t.match(events[4]?.detail, /step drive_del timed out/);
+});
+
+const solo = (side: 'primary' | 'secondary'): SideOutcome => ({ side, qemuAlive: true, status: 'running', running: true, coloMode: 'none', lastMode: side });
+const inColo = (side: 'primary' | 'secondary'): SideOutcome => ({ side, qemuAlive: true, status: 'running', running: true, coloMode: side });
+const gone = (side: 'primary' | 'secondary'): SideOutcome => ({ side, qemuAlive: false });
+
+function killPrimaryReport(outcomes: SideOutcome[]): DrillReport {
+  return {
+    kind: 'kill-primary',
+    t0: T0,
+    fault: 'SIGKILL primary QEMU (pid 10) and its agent (pid 11): the primary host is lost',
+    observers: ['secondary'],
+    events: [{ at: T0, label: 'injected' as const, detail: 'SIGKILL ...' }, ...observerEvents('secondary', secondaryRecords, T0)].sort((a, b) => a.at - b.at),
+    outcomes,
+    notes: [],
+  };
+}
+
+t.test('runsSolo: running and out of COLO', async (t) => {
+  t.ok(runsSolo(solo('primary')));
+  t.notOk(runsSolo(inColo('primary')), 'still replicating');
+  t.notOk(runsSolo(gone('primary')));
+  t.notOk(runsSolo({ side: 'primary', qemuAlive: true, status: 'paused', running: false, coloMode: 'none' }), 'paused');
+  t.notOk(runsSolo(undefined));
+});
+
+t.test('a kill drill passes when the survivor runs alone; the outage ends at its "done"', async (t) => {
+  const v = drillVerdict(killPrimaryReport([gone('primary'), solo('secondary')]));
+  t.same(v, { ok: true, survivor: 'secondary', outageMs: 45, summary: 'the secondary runs the guest alone' });
+  const bad = drillVerdict(killPrimaryReport([gone('primary'), inColo('secondary')]));
+  t.equal(bad.ok, false);
+  t.match(bad.summary, /does not run the guest alone: query-status running, COLO mode secondary/);
+});
+
+t.test('formatDrillReport: timeline lines in order, end states, outage, verdict', async (t) => {
+  const lines = formatDrillReport(killPrimaryReport([gone('primary'), solo('secondary')]));
+  t.equal(lines[0], "drill kill-primary: timeline (ms after the fault; agents' log times)");
+  t.equal(lines[1], '  +    0 ms  injected  SIGKILL ...');
+  t.equal(lines[2], '  +    4 ms  detected  secondary: its QEMU left COLO with reason error: the replication stream from the peer broke');
+  const labels = lines.flatMap((l) => /^\s+\+\s*\d+ ms\s+(\S+)/.exec(l)?.[1] ?? []);
+  t.same(labels, ['injected', 'detected', 'probe', 'started', 'done', 'suspect']);
+  t.ok(lines.includes('  end state primary: QEMU gone'));
+  t.ok(lines.includes('  end state secondary: query-status running, COLO mode none (last mode secondary)'));
+  t.ok(lines.includes("  total outage: 45 ms (fault -> the secondary's guest running solo)"));
+  t.equal(lines.at(-1), 'drill kill-primary: PASS: the secondary runs the guest alone');
+});
+
+t.test('partition: both taking over is named a split brain and fails; one passes; none fails', async (t) => {
+  const report = (outcomes: SideOutcome[]): DrillReport => ({
+    kind: 'partition',
+    t0: T0,
+    fault: 'cut',
+    observers: ['primary', 'secondary'],
+    events: [{ at: T0, label: 'injected', detail: 'cut' }],
+    outcomes,
+    notes: ['one machine'],
+  });
+  const both = drillVerdict(report([solo('primary'), solo('secondary')]));
+  t.equal(both.ok, false);
+  t.equal(both.summary, 'arbiter none: both sides took over — split brain; run with a witness to prevent it');
+  const one = drillVerdict(report([solo('primary'), inColo('secondary')]));
+  t.equal(one.ok, true);
+  t.equal(one.survivor, 'primary');
+  const none = drillVerdict(report([inColo('primary'), inColo('secondary')]));
+  t.equal(none.ok, false);
+  t.match(none.summary, /neither side took over/);
+  const lines = formatDrillReport(report([solo('primary'), solo('secondary')]));
+  t.ok(lines.includes('  (primary: no detection logged)'), 'a missing detection is said, not hidden');
+  t.ok(lines.includes('  note: one machine'));
+  t.match(lines.at(-1), /^drill partition: FAIL: arbiter none: both sides took over/);
+});
