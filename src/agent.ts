@@ -19,6 +19,12 @@ import { TakeoverGate, type ArbitrationEvent, type FenceEvent } from './arbiter/
 import { decideTakeover, type TakeoverTrigger } from './arbiter/takeover-rule.js';
 import { MAINTENANCE_FILE_NAME, readMaintenance, type MaintenanceInfo } from './commands/maintenance.js';
 import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor.js';
+import { parseReadySecondary, type ReadySecondaryBody } from './colo/ready-secondary.js';
+import { isResumeDecision, ResumeExecutor, runSecondaryPrepare, type ResumeOutcome } from './colo/resume-executor.js';
+import type { ResyncProgress } from './colo/resume-runner.js';
+import type { ResumeSequenceName } from './colo/resume-sequences.js';
+import { clearResumeRequest, resumeRequested } from './commands/resume.js';
+import { Backoff } from './util/backoff.js';
 import { Journal } from './colo/journal.js';
 import { ColoMonitor } from './colo/monitor.js';
 import type { ColoStatus } from './colo/monitor-events.js';
@@ -44,6 +50,9 @@ import { systemClock, type Clock, type TimerHandle } from './util/clock.js';
  * - qemu-lost: our own QEMU went away; the peer was told (fast path); we never fail over on it;
  * - failing-over: a failover sequence is running on our QEMU;
  * - solo: failover done: our QEMU runs the VM alone (unprotected until replication resumes);
+ * - resuming: solo, and replicating to the peer's fresh secondary (drive-mirror, then the switch-over);
+ * - ready-secondary: our QEMU is a fresh secondary (incoming migration, NBD export ready) and the
+ *   primary was told; replication starts when the primary resumes into it;
  * - failed: a failover sequence failed; nothing more happens automatically: an operator must look;
  * - stopping / stopped: shutdown (a planned stop tells the peer with GOODBYE).
  */
@@ -59,6 +68,8 @@ export type AgentState =
   | 'qemu-lost'
   | 'failing-over'
   | 'solo'
+  | 'resuming'
+  | 'ready-secondary'
   | 'failed'
   | 'stopping'
   | 'stopped';
@@ -115,6 +126,24 @@ export interface AgentStatus {
   arbiter: { mode: string; reachable: boolean; leaseRemainingMs?: number };
   /** Set while our guest is paused by the agent: 'lease' (cut off, lease ran out) or 'stale'. */
   guestStopped?: GuestStopReason;
+  /** Continuous replication: since when the guest runs unprotected, the resync in flight, the last resume. */
+  failback?: {
+    unprotectedForMs?: number;
+    peerReady?: { epoch: number; nbd: string; qemu: string };
+    progress?: { percent: number; offset: number; len: number };
+    lastResume?: LastResume;
+    nextAttemptInMs?: number;
+  };
+}
+
+export interface LastResume {
+  sequence: ResumeSequenceName;
+  ok: boolean;
+  rolledBack: boolean;
+  pauseMs?: number;
+  resyncMs?: number;
+  bytes?: number;
+  error?: string;
 }
 
 export type GuestStopReason = 'lease' | 'stale';
@@ -163,6 +192,8 @@ export const LIVE_CONFIG_KEYS: ReadonlySet<string> = new Set([
   'failover.stepTimeoutMs',
   'failover.probeTimeoutMs',
   'failover.reprobeIntervalMs',
+  'failover.autoResume',
+  'failover.resyncTimeoutMs',
 ]);
 
 /** The detector thresholds a reload changes (startupGraceMs is left as each detector has it). */
@@ -203,6 +234,11 @@ export type AgentEvents = {
   'guest-stop': [GuestStopEvent];
   /** Our epoch or the newest one seen changed. */
   epoch: [EpochSnapshot];
+  /** A resume ended (success, rolled back, or failed). */
+  resume: [ResumeOutcome];
+  'resync-progress': [ResyncProgress];
+  /** The guest is replicated again after `unprotectedMs` without a replica. */
+  protected: [{ unprotectedMs: number }];
 };
 
 export class Agent extends EventEmitter<AgentEvents> {
@@ -249,6 +285,20 @@ export class Agent extends EventEmitter<AgentEvents> {
   private unhealthySince: number | undefined;
   private stalledSince: number | undefined;
   private selfFenced = false;
+  /** The peer's epoch as its frames carry it. */
+  private peerEpoch: number | undefined;
+  /** The peer's last "ready to be secondary" announcement (clock time it arrived). */
+  private peerReady: (ReadySecondaryBody & { epoch: number; at: number }) | undefined;
+  private resumeBackoff!: Backoff;
+  private nextResumeAt = 0;
+  private lastResume: LastResume | undefined;
+  private resyncProgress: ResyncProgress | undefined;
+  /** Clock time the guest became unprotected (a failover finished); undefined while replicated. */
+  private unprotectedSince: number | undefined;
+  /** Fresh-secondary check in flight / last done (clock ms): one query-status per second at most. */
+  private preparing = false;
+  private lastPrepareCheck = -Infinity;
+  private announceTimer: TimerHandle | undefined;
 
   /** The running config: changed after construction by setConfig() only. */
   private cfg: AgentConfig;
@@ -298,6 +348,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       clock: this.clock,
       logger: deps.logger,
     });
+    this.resumeBackoff = new Backoff({ initialMs: cfg.failover.resumeRetryInitialMs, maxMs: cfg.failover.resumeRetryMaxMs });
     this.arbiter = createArbiter(cfg, {
       key: deps.key,
       summary: () => this.summary(),
@@ -370,7 +421,20 @@ export class Agent extends EventEmitter<AgentEvents> {
 
     const open = journal.unfinished();
     const last = journal.current();
-    if (open?.status === 'failed') {
+    if (open && isResumeDecision(open)) {
+      // We crashed mid-resume: never continue a half switch-over; undo it once QEMU answers.
+      this.setState('resuming', `rolling back the ${open.sequence} the journal holds unfinished`);
+      this.deciding = true;
+      void this.qmp
+        .waitUntilReady(60_000)
+        .then(() => this.resumeExecutor().recover())
+        .then((outcome) => {
+          if (outcome) this.onResumeOutcome(outcome);
+          else this.setState('solo', 'nothing to roll back');
+        })
+        .catch((err: unknown) => this.setState('failed', `cannot roll back the unfinished resume: ${(err as Error).message}`))
+        .finally(() => (this.deciding = false));
+    } else if (open?.status === 'failed') {
       this.setState('failed', `the journal holds a failed ${open.sequence} (${open.error?.message ?? 'no error recorded'}): an operator must look`);
     } else if (open?.status === 'running') {
       // We crashed mid-sequence: finish that failover (and no other) once QEMU answers.
@@ -383,8 +447,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         .finally(() => (this.deciding = false));
     } else if (epochs.stale) {
       this.becomeStale(epochs.snapshot().newestSeenFrom ?? 'the epoch file');
-    } else if (last?.status === 'finished') {
-      this.setState('solo', `${last.sequence} finished ${last.endedAt ?? ''}: running without a peer`);
+    } else if ((last?.status === 'finished' && !isResumeDecision(last)) || (last?.status === 'abandoned' && isResumeDecision(last))) {
+      this.unprotectedSince = this.clock.now();
+      this.setState('solo', `${last.sequence} ${last.status} ${last.endedAt ?? ''}: running without a peer`);
     } else {
       this.setState(PEER_TO_AGENT[this.peer.state], 'started');
     }
@@ -397,6 +462,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.clock.clearTimeout(this.rttTimer);
     this.clock.clearTimeout(this.reprobeTimer);
     this.clock.clearTimeout(this.guardTimer);
+    this.clock.clearTimeout(this.announceTimer);
     this.maintenanceWatcher?.close();
     this.maintenanceWatcher = undefined;
     this.colo.stop();
@@ -467,6 +533,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       ...(this.epochs && { epoch: pickEpoch(this.epochs.snapshot()) }),
       arbiter: { mode: this.arbiter.mode, reachable: this.arbiter.reachable(), leaseRemainingMs: this.arbiter.leaseRemainingMs() },
       ...(this.guestStoppedBy && { guestStopped: this.guestStoppedBy }),
+      failback: {
+        ...(this.unprotectedSince !== undefined && { unprotectedForMs: Math.round(this.clock.now() - this.unprotectedSince) }),
+        ...(this.peerReady && { peerReady: { epoch: this.peerReady.epoch, nbd: this.peerReady.nbd, qemu: this.peerReady.qemu } }),
+        ...(this.resyncProgress && this.current === 'resuming' && {
+          progress: { percent: this.resyncProgress.percent, offset: this.resyncProgress.offset, len: this.resyncProgress.len },
+        }),
+        ...(this.lastResume && { lastResume: this.lastResume }),
+        ...(this.current === 'solo' && this.nextResumeAt > this.clock.now() && { nextAttemptInMs: Math.round(this.nextResumeAt - this.clock.now()) }),
+      },
     };
   }
 
@@ -548,7 +623,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.peerSaidGoodbye = e.peerSession;
     });
     this.links.on('message', (e) => this.onPeerMessage(e));
-    this.links.on('epoch', (e) => void this.observeEpoch(e.epoch, `peer ${e.peerName}`));
+    this.links.on('epoch', (e) => {
+      this.peerEpoch = e.epoch;
+      void this.observeEpoch(e.epoch, `peer ${e.peerName}`);
+    });
+    this.colo.on('change', (_prev, next) => {
+      if (this.current === 'ready-secondary' && next.mode === 'secondary') {
+        this.clock.clearTimeout(this.announceTimer);
+        this.setState(PEER_TO_AGENT[this.peer.state], 'replicating again: our QEMU is the secondary in COLO');
+      }
+    });
     this.arbiter.on('epoch', (e) => {
       // Our own grant in flight (the witness announces it before its verdict reaches us).
       if (e.holder === this.cfg.node.name) return;
@@ -582,6 +666,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private onPeerMessage(e: PeerMessageEvent): void {
+    if (e.type === 'ready-to-be-secondary') {
+      try {
+        const body = parseReadySecondary(e.body);
+        const first = this.peerReady === undefined;
+        this.peerReady = { ...body, epoch: e.epoch, at: this.clock.now() };
+        if (first) this.log.info({ peer: e.peerName, epoch: e.epoch, ...body }, "the peer's fresh secondary is ready");
+        void this.maybeResume();
+      } catch (err) {
+        this.log.warn({ peer: e.peerName, err: (err as Error).message }, 'ignored a malformed ready-to-be-secondary message');
+      }
+      return;
+    }
     if (e.type !== 'peer-qemu-gone') return;
     this.log.warn({ peer: e.peerName, body: e.body }, "peer's agent reports its QEMU gone");
     if (this.peerSummary) this.peerSummary = { ...this.peerSummary, qemuReachable: false };
@@ -824,6 +920,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private guard(): void {
     const now = this.clock.now();
+    void this.maybeResume();
+    void this.checkFreshSecondary();
     if (this.qmp.status === 'unhealthy') this.unhealthySince ??= now;
     else this.unhealthySince = undefined;
 
@@ -890,6 +988,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.role = 'primary';
         // Paused while we waited for the grant: ours to run now.
         if (this.guestStoppedBy === 'lease') await this.resumeGuest(`${r.sequence} done under a new epoch`);
+        this.unprotectedSince = this.clock.now();
+        this.peerReady = undefined;
+        this.resumeBackoff.reset();
+        this.nextResumeAt = 0;
         this.log.warn({ sequence: r.sequence, durationMs: this.lastFailover.durationMs, steps }, 'failover done: running solo as primary');
         this.setState('solo', `${r.sequence} done (${trigger})`);
       } else {
@@ -901,6 +1003,179 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.log.error({ err }, 'failover aborted: journal error');
       this.setState('failed', `journal error: ${(err as Error).message}`);
     }
+  }
+
+  // ---- continuous replication (failback) ----
+
+  private resumeExecutor(): ResumeExecutor {
+    const cfg = this.cfg;
+    return new ResumeExecutor({
+      qmp: this.qmp,
+      journal: this.journal!,
+      colo: cfg.colo,
+      profile: cfg.qemu.profile,
+      stepTimeoutMs: cfg.failover.stepTimeoutMs,
+      netdev: cfg.colo.netdev,
+      timeouts: { resyncMs: cfg.failover.resyncTimeoutMs },
+      clock: this.clock,
+      logger: this.deps.logger,
+      onProgress: (p) => {
+        this.resyncProgress = p;
+        this.emit('resync-progress', p);
+      },
+    });
+  }
+
+  /** The peer's host: the colo host of the role the PEER was installed as (hosts do not move). */
+  private peerHost(): string {
+    return this.cfg.node.role === 'secondary' ? this.cfg.colo.primaryHost : this.cfg.colo.secondaryHost;
+  }
+
+  private ownHost(): string {
+    return this.cfg.node.role === 'secondary' ? this.cfg.colo.secondaryHost : this.cfg.colo.primaryHost;
+  }
+
+  /**
+   * The primary side of the handshake: resume into the peer's fresh secondary when everything
+   * says it is safe and wanted. Called on each announcement and from the guard timer.
+   */
+  private async maybeResume(): Promise<void> {
+    if (this.current !== 'solo' || this.deciding || !this.epochs || this.epochs.stale) return;
+    const ready = this.peerReady;
+    const now = this.clock.now();
+    // The announcement repeats every interval; an old one means the secondary went away.
+    if (!ready || now - ready.at > Math.max(3000, 10 * this.cfg.heartbeat.intervalMs)) return;
+    if (ready.epoch !== this.epochs.epoch) {
+      this.rateLimitedInfo('resume-epoch', { peerEpoch: ready.epoch, epoch: this.epochs.epoch }, "no resume: the peer's secondary is not at our epoch");
+      return;
+    }
+    const requested = resumeRequested(this.cfg.node.stateDir);
+    if (!this.cfg.failover.autoResume && !requested) {
+      this.rateLimitedInfo('resume-manual', {}, "the peer's secondary is ready: run `colo-agent resume` (failover.autoResume is false)");
+      return;
+    }
+    if (!requested && now < this.nextResumeAt) return;
+    if (this.qmp.status !== 'ready' || this.colo.status.mode !== 'none') return;
+    if (requested) await clearResumeRequest(this.cfg.node.stateDir).catch(() => undefined);
+    await this.resume(requested ? 'requested by the operator' : 'the peer announced a ready secondary (failover.autoResume)');
+  }
+
+  private async resume(reason: string): Promise<void> {
+    this.deciding = true;
+    try {
+      // A primary that was a secondary keeps its filter-rewriter: its proxy filters go before it.
+      const objects = await this.qmp.execute<Array<{ name: string }>>('qom-list', { path: '/objects' }, { timeoutMs: this.cfg.failover.stepTimeoutMs });
+      const sequence: ResumeSequenceName = objects.some((o) => o.name === this.cfg.colo.ids.rew0) ? 'secondary-resume' : 'primary-resume';
+      this.resyncProgress = undefined;
+      this.setState('resuming', `${sequence} to ${this.peerHost()}: ${reason}`);
+      const outcome = await this.resumeExecutor().run({ sequence, reason, peerHost: this.peerHost(), epoch: this.epochs!.epoch });
+      this.onResumeOutcome(outcome);
+    } catch (err) {
+      this.log.error({ err }, 'resume aborted');
+      if (this.current === 'resuming') this.setState('failed', `resume aborted: ${(err as Error).message}`);
+    } finally {
+      this.deciding = false;
+    }
+  }
+
+  private onResumeOutcome(o: ResumeOutcome): void {
+    this.lastResume = {
+      sequence: o.sequence,
+      ok: o.ok,
+      rolledBack: o.rolledBack,
+      ...(o.pauseMs !== undefined && { pauseMs: Math.round(o.pauseMs * 1000) / 1000 }),
+      ...(o.resyncMs !== undefined && { resyncMs: Math.round(o.resyncMs) }),
+      ...(o.bytes !== undefined && { bytes: o.bytes }),
+      ...(o.error && { error: o.error.message }),
+    };
+    this.emit('resume', o);
+    void this.colo.poll();
+    if (o.ok) {
+      const unprotectedMs = this.unprotectedSince === undefined ? 0 : this.clock.now() - this.unprotectedSince;
+      this.unprotectedSince = undefined;
+      this.peerReady = undefined;
+      this.resumeBackoff.reset();
+      this.nextResumeAt = 0;
+      this.log.warn({ ...this.lastResume, unprotectedMs: Math.round(unprotectedMs) }, 'replication resumed: the guest is protected again');
+      this.emit('protected', { unprotectedMs });
+      this.setState(PEER_TO_AGENT[this.peer.state], `${o.sequence} done: protected again`);
+    } else if (o.rolledBack) {
+      const wait = this.resumeBackoff.next();
+      this.nextResumeAt = this.clock.now() + wait;
+      this.peerReady = undefined;
+      this.log.error({ ...this.lastResume, retryInMs: wait }, 'resume FAILED and was rolled back: running solo as before');
+      this.setState('solo', `${o.sequence} rolled back (${o.error?.message ?? 'failed'}); next attempt in ${wait} ms`);
+    } else {
+      this.log.error({ ...this.lastResume, rollbackError: o.rollbackError?.message }, 'resume FAILED and its rollback failed: an operator must look');
+      this.setState('failed', `${o.sequence} failed and could not be rolled back: ${o.rollbackError?.message ?? o.error?.message ?? '?'}`);
+    }
+  }
+
+  /**
+   * The secondary side: our QEMU waits for an incoming migration (a fresh secondary started on a
+   * recovered host). Prepare it (NBD export, x-colo), take the peer's epoch (safe: no guest runs
+   * here yet; it also ends staleness), and announce it until the primary resumes into it.
+   */
+  private async checkFreshSecondary(): Promise<void> {
+    const now = this.clock.now();
+    if (this.preparing || now - this.lastPrepareCheck < 1000) return;
+    // solo too: a node whose journal says it last ran solo, now with a fresh secondary QEMU (query-status tells).
+    const eligible = WATCHING.has(this.current) || this.current === 'stale' || this.current === 'solo';
+    if (!eligible || this.qmp.status !== 'ready' || this.colo.status.mode !== 'none' || !this.epochs) return;
+    if (this.peer.state !== 'up' || this.peerEpoch === undefined || this.peerSummary?.coloMode !== 'none') return;
+    this.lastPrepareCheck = now;
+    this.preparing = true;
+    try {
+      const st = await this.qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs });
+      if (st.status !== 'inmigrate') return;
+      const epochs = this.epochs;
+      const peerEpoch = this.peerEpoch;
+      if (epochs.stale || peerEpoch > epochs.epoch) {
+        await epochs.clearStale({ adoptEpoch: Math.max(peerEpoch, epochs.newestSeen), reason: 'rejoined as a fresh secondary' });
+        this.emit('epoch', epochs.snapshot());
+      } else if (peerEpoch < epochs.epoch) {
+        this.rateLimitedInfo('prepare-epoch', { peerEpoch, epoch: epochs.epoch }, 'not announcing a fresh secondary: the peer is at an older epoch than ours');
+        return;
+      }
+      const r = await runSecondaryPrepare({ qmp: this.qmp, colo: this.cfg.colo, profile: this.cfg.qemu.profile, ownHost: this.ownHost(), stepTimeoutMs: this.cfg.failover.stepTimeoutMs, clock: this.clock, logger: this.deps.logger });
+      if (!r.ok) {
+        this.log.error({ err: r.error }, 'preparing our fresh secondary failed; trying again');
+        return;
+      }
+      if (this.role !== 'secondary') {
+        await this.journal!.setRole('secondary', 'rejoined as a fresh secondary');
+        this.role = 'secondary';
+      }
+      this.guestStoppedBy = undefined;
+      this.unprotectedSince = undefined;
+      this.setState('ready-secondary', `our QEMU waits as a fresh secondary (NBD ${this.ownHost()}:${this.cfg.colo.nbdPort}); told the primary`);
+      this.announceReady();
+    } catch (err) {
+      this.log.warn({ err }, 'fresh secondary check failed');
+    } finally {
+      this.preparing = false;
+    }
+  }
+
+  private announceReady(): void {
+    this.clock.clearTimeout(this.announceTimer);
+    if (this.current !== 'ready-secondary') return;
+    const v = this.qmp.version;
+    this.links.send('ready-to-be-secondary', {
+      nbd: `${this.ownHost()}:${this.cfg.colo.nbdPort}`,
+      qemu: v ? `${v.major}.${v.minor}.${v.micro}` : '0.0.0',
+    });
+    this.announceTimer = this.clock.setTimeout(() => this.announceReady(), Math.max(100, this.cfg.heartbeat.intervalMs * 5));
+  }
+
+  private readonly infoLogged = new Map<string, number>();
+
+  /** One info line per key per minute: conditions re-checked every tick must not flood the log. */
+  private rateLimitedInfo(key: string, fields: Record<string, unknown>, msg: string): void {
+    const now = this.clock.now();
+    if ((this.infoLogged.get(key) ?? -Infinity) + 60_000 > now) return;
+    this.infoLogged.set(key, now);
+    this.log.info(fields, msg);
   }
 
   private scheduleRttLog(): void {

@@ -8,9 +8,11 @@ import { parseArgs } from 'node:util';
 import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
 import { configReferenceMarkdown } from './commands/config-reference.js';
 import { demo } from './commands/demo.js';
+import { DEMO_ARBITERS, type DemoArbiter } from './demo/plan.js';
 import { DRILL_KINDS, type DrillKind } from './demo/timeline.js';
 import { manualFailover } from './commands/failover.js';
 import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
+import { requestResume } from './commands/resume.js';
 import { planText } from './commands/plan.js';
 import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
@@ -37,12 +39,15 @@ commands:
                 run the failover on this node's QEMU now (stop the agent first; journal-guarded)
   maintenance   on|off|status --config FILE [--reason TEXT] [--set key=value ...]
                 suspend (on) or resume (off) automatic failover on this node (a file in node.stateDir)
+  resume        --config FILE [--set key=value ...]
+                ask this node's agent (the primary) to resume replication to the peer's ready secondary now
   status        --config FILE [--json]   ask the running agent (HTTP /status on metrics.listen)
   keygen        --out FILE [--force]   write a new random heartbeat key (mode 0600)
-  demo          [--drill kill-primary|kill-secondary|partition]
-                a real QEMU COLO pair (TCG) on 127.0.0.1 / 127.0.0.2 with one agent per side and a live
-                view (Ctrl-C stops everything); --drill injects the fault, prints the failover timeline
-                and exits (0 when the survivor runs the guest alone)
+  demo          [--drill kill-primary|kill-secondary|partition] [--arbiter witness|none]
+                a real QEMU COLO pair (TCG) on 127.0.0.1 / 127.0.0.2 with one agent per side, a witness
+                on 127.0.0.3 as their arbiter (--arbiter none: no witness, a partition is a split brain)
+                and a live view (Ctrl-C stops everything); --drill injects the fault, prints the
+                failover timeline and exits (0 when exactly one side runs the guest alone)
   config-reference   print the Markdown reference of every config key (docs/configuration.md)
   version       print the version
 
@@ -161,6 +166,18 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'resume': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
+      });
+      if (positionals.length > 0) throw new UsageError('resume takes no arguments');
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      await requestResume(cfg.node.stateDir);
+      out(`resume requested (${cfg.node.stateDir}): the agent resumes replication once the peer's secondary is ready; watch colo-agent status`);
+      return 0;
+    }
     case 'keygen': {
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });
       if (!values.out) throw new UsageError('--out FILE is required');
@@ -169,11 +186,14 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'demo': {
-      const { values } = parseArgs({ args: rest, options: { drill: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { drill: { type: 'string' }, arbiter: { type: 'string', default: 'witness' } } });
       const drill = values.drill;
       if (drill !== undefined && !DRILL_KINDS.includes(drill as DrillKind)) throw new UsageError(`--drill must be one of ${DRILL_KINDS.join(', ')}`);
+      const arbiter = values.arbiter;
+      if (!DEMO_ARBITERS.includes(arbiter as DemoArbiter)) throw new UsageError(`--arbiter must be one of ${DEMO_ARBITERS.join(', ')}`);
       return demo({
         drill: drill as DrillKind | undefined,
+        arbiter: arbiter as DemoArbiter,
         out,
         err,
         tty: process.stdout.isTTY === true,

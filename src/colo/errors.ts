@@ -77,3 +77,21 @@ export class JournalStateError extends ColoAgentError {
     super('COLO_JOURNAL_STATE', message);
   }
 }
+
+/**
+ * A resume (continuous replication) cannot start on this node as it is, and nothing was sent:
+ * - COLO_RESUME_BLOCKED: the journal holds an unfinished decision (a failover, or a resume the
+ *   agent must first recover() from).
+ * - COLO_RESUME_PRECONDITION: QEMU is not a primary running solo with nothing of a resume left
+ *   over (COLO mode not none, guest not running, a resync job, the replication node or a proxy
+ *   object already present, rew0 present or absent against the sequence), or QMP did not answer.
+ */
+export type ResumePreconditionCode = 'COLO_RESUME_BLOCKED' | 'COLO_RESUME_PRECONDITION';
+
+export class ResumePreconditionError extends ColoAgentError {
+  declare readonly code: ResumePreconditionCode;
+
+  constructor(code: ResumePreconditionCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}

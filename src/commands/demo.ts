@@ -1,7 +1,8 @@
 /**
- * `colo-agent demo [--drill kill-primary|kill-secondary|partition]`: on this one machine, the
- * documented QEMU COLO pair (TCG) with the primary on 127.0.0.1 and the secondary on 127.0.0.2,
- * one agent per side (src/demo/plan.ts lists the processes), then
+ * `colo-agent demo [--drill kill-primary|kill-secondary|partition] [--arbiter witness|none]`: on
+ * this one machine, the documented QEMU COLO pair (TCG) with the primary on 127.0.0.1 and the
+ * secondary on 127.0.0.2, one agent per side and (by default) a witness on 127.0.0.3 that both
+ * agents use as their arbiter (src/demo/plan.ts lists the processes), then
  * - without --drill: a live view of both agents (redrawn ~4 times a second on a terminal, one line
  *   per change otherwise) until Ctrl-C;
  * - with --drill: the fault, the timeline (injected, detected, started, done, total outage), and
@@ -9,13 +10,13 @@
  * Exit 2 when QEMU cannot run here (one line says how to install it).
  *
  * Whatever ends the demo (the end of a drill, Ctrl-C, SIGTERM, a crash, a closed stdout), it stops
- * what it started: agents, QEMUs, proxies, and its temp dir (src/demo/setup.ts, DemoResources).
+ * what it started: agents, witness, QEMUs, proxies, and its temp dir (src/demo/setup.ts, DemoResources).
  */
 import { runDrill } from '../demo/drill.js';
 import { compactLogLine } from '../demo/log-line.js';
-import { DEMO_SIDES, type DemoSide } from '../demo/plan.js';
+import { DEMO_LEASE_MS, DEMO_SIDES, DEMO_WITNESS_HOST, type DemoArbiter } from '../demo/plan.js';
 import { bringUp, DemoResources, type DemoRun } from '../demo/setup.js';
-import { takeSnapshot } from '../demo/snapshot.js';
+import { takeSnapshot, type SnapshotSources } from '../demo/snapshot.js';
 import { formatDrillReport, drillVerdict, type DrillKind } from '../demo/timeline.js';
 import { lastKnown, renderView, viewChanges, type DemoSnapshot } from '../demo/view.js';
 import { coloSupport } from '../qemu/colo-cmdline.js';
@@ -26,6 +27,8 @@ export const DEMO_NEEDS_QEMU = `colo-agent demo needs QEMU: ${QEMU_INSTALL_HINT}
 
 export interface DemoOptions {
   drill?: DrillKind;
+  /** witness (default): a witness on 127.0.0.3 arbitrates; none: no arbiter (a partition is a split brain). */
+  arbiter?: DemoArbiter;
   /** A line to stdout. */
   out: (line: string) => void;
   /** A line to stderr. */
@@ -80,7 +83,7 @@ export async function demo(opts: DemoOptions): Promise<number> {
     };
     const wopts: DemoOptions = { ...opts, out: quiet(opts.out), err: quiet(opts.err) };
     const work = (async (): Promise<number> => {
-      const up = await bringUp(res, { withProxies: opts.drill === 'partition', progress: wopts.out });
+      const up = await bringUp(res, { withProxies: opts.drill === 'partition', arbiter: opts.arbiter ?? 'witness', progress: wopts.out });
       if (!up.ok) {
         wopts.err(/not found/.test(up.reason) ? DEMO_NEEDS_QEMU : `colo-agent demo: ${up.reason}`);
         return 2;
@@ -97,7 +100,7 @@ export async function demo(opts: DemoOptions): Promise<number> {
     if (code === undefined) {
       opts.out(`${signalled}: stopping everything the demo started ...`);
       await res.stop();
-      opts.out('stopped: agents, QEMUs and proxies ended, temp dir removed');
+      opts.out(`stopped: agents, ${res.hasWitness() ? 'witness, ' : ''}QEMUs and proxies ended, temp dir removed`);
       return opts.drill ? 130 : 0;
     }
     await res.stop();
@@ -122,11 +125,28 @@ export function describeRun(run: DemoRun): string[] {
         `status http://${run.layout.metricsListen[side]}/status`,
     );
   }
+  const w = run.layout.witness;
+  if (run.witness && w) {
+    lines.push(
+      `  ${'witness:'.padEnd(11)} host ${DEMO_WITNESS_HOST}, pid ${run.witness.pid}, listens on ${w.heartbeatListen} (both agents' arbiter.witness), ` +
+        `lease ${DEMO_LEASE_MS} ms, status http://${w.metricsListen}/status`,
+    );
+  } else {
+    lines.push('  arbiter:    none (--arbiter none): nothing prevents a split brain when the sides are cut from each other');
+  }
   return lines;
 }
 
-function sources(run: DemoRun) {
-  return { pair: run.pair, agents: run.agents, metricsListen: run.layout.metricsListen, since: run.since };
+function sources(run: DemoRun): SnapshotSources {
+  const w = run.layout.witness;
+  return {
+    pair: run.pair,
+    agents: run.agents,
+    metricsListen: run.layout.metricsListen,
+    arbiter: run.arbiter,
+    since: run.since,
+    ...(run.witness && w && { witness: { agent: run.witness, heartbeatListen: w.heartbeatListen, metricsListen: w.metricsListen } }),
+  };
 }
 
 /** Prints one line per change until stop() is called; `first` settles once the first snapshot is printed. */
@@ -165,17 +185,24 @@ async function drill(run: DemoRun, kind: DrillKind, opts: DemoOptions): Promise<
   const changes = changePrinter(run, opts.out, 100);
   await changes.first; // the state before the fault
   opts.out(`drill ${kind}: injecting the fault now`);
-  const report = await runDrill(kind, { pair: run.pair, agents: run.agents, ...(run.partition && { partition: run.partition }) });
+  const report = await runDrill(kind, {
+    pair: run.pair,
+    agents: run.agents,
+    arbiter: run.arbiter,
+    ...(run.partition && { partition: run.partition }),
+    ...(run.witness && { witness: run.witness }),
+  });
   await changes.stop();
   for (const line of formatDrillReport(report)) opts.out(line);
   return drillVerdict(report).ok ? 0 : 1;
 }
 
-/** Warnings and errors the agents log, shown under the view (the agents' full logs are JSON). */
+/** Warnings and errors the agents and the witness log, shown under the view (their full logs are JSON). */
 function notableLines(run: DemoRun, keep: number): { lines: string[]; stop(): void } {
   const lines: string[] = [];
-  const offs = DEMO_SIDES.map((side: DemoSide) =>
-    run.agents[side].onEntry((e) => {
+  const processes = [...DEMO_SIDES.map((side) => run.agents[side]), ...(run.witness ? [run.witness] : [])];
+  const offs = processes.map((p) =>
+    p.onEntry((e) => {
       const level = e.record?.level;
       if (e.seq >= 0 && (level === 'warn' || level === 'error' || level === 'fatal')) {
         lines.push(compactLogLine(e.line));

@@ -140,6 +140,14 @@ export const CROSS_KEY_RULES: readonly CrossKeyRule[] = [
         : [{ key: 'qemu.pidFile', message: 'must name QEMU\'s -pidfile when failover.selfFence is true' }],
   },
   {
+    keys: ['failover.resumeRetryInitialMs', 'failover.resumeRetryMaxMs'],
+    doc: 'failover.resumeRetryInitialMs must not exceed failover.resumeRetryMaxMs.',
+    check: ({ failover: f }) =>
+      f.resumeRetryInitialMs <= f.resumeRetryMaxMs
+        ? []
+        : [{ key: 'failover.resumeRetryInitialMs', message: `must not exceed failover.resumeRetryMaxMs (got ${f.resumeRetryInitialMs}, failover.resumeRetryMaxMs is ${f.resumeRetryMaxMs})` }],
+  },
+  {
     keys: COLO_PORT_KEYS.map((k) => `colo.${k}`),
     doc: 'The colo ports must be distinct: after a failover one host listens on all of them.',
     check: ({ colo }) => distinct(COLO_PORT_KEYS.map((k) => [`colo.${k}`, colo[k]]), 'the colo ports must be distinct'),

@@ -319,6 +319,12 @@ export const configSchema: SchemaOf<AgentConfig> = {
       env: 'COLO_AGENT_COLO_COMPARE_OUT_PORT',
       ...PORT,
     },
+    netdev: {
+      doc: "The guest NIC's netdev id on both QEMUs (documented: hn0): the COLO proxy filters a resume adds are attached to it.",
+      format: 'qemu-id',
+      default: 'hn0',
+      env: 'COLO_AGENT_COLO_NETDEV',
+    },
     checkpointDelayMs: {
       doc:
         'Idle checkpoint period set with migrate-set-parameters x-checkpoint-delay before migrate (QEMU default 20000). ' +
@@ -431,6 +437,38 @@ export const configSchema: SchemaOf<AgentConfig> = {
       format: 'int-range',
       default: 60_000,
       env: 'COLO_AGENT_FAILOVER_FENCE_MAX_WAIT_MS',
+      min: 100,
+      max: MS.max,
+    },
+    autoResume: {
+      doc:
+        'Resume replication by itself (the documented "resume replication" sequence: drive-mirror, then a short pause to switch ' +
+        'over) as soon as the peer\'s agent announces a fresh secondary QEMU ready at our epoch. false: wait for `colo-agent resume`.',
+      format: 'flag',
+      default: true,
+      env: 'COLO_AGENT_FAILOVER_AUTO_RESUME',
+    },
+    resyncTimeoutMs: {
+      doc: 'How long the disk copy to a new secondary (drive-mirror until BLOCK_JOB_READY) may take before the resume is rolled back.',
+      format: 'int-range',
+      default: 1_800_000,
+      env: 'COLO_AGENT_FAILOVER_RESYNC_TIMEOUT_MS',
+      min: 1000,
+      max: 86_400_000,
+    },
+    resumeRetryInitialMs: {
+      doc: 'After a failed (rolled back) resume, wait this long before the next attempt; doubled per failure up to failover.resumeRetryMaxMs.',
+      format: 'int-range',
+      default: 5000,
+      env: 'COLO_AGENT_FAILOVER_RESUME_RETRY_INITIAL_MS',
+      min: 100,
+      max: MS.max,
+    },
+    resumeRetryMaxMs: {
+      doc: 'The longest wait between two resume attempts.',
+      format: 'int-range',
+      default: 300_000,
+      env: 'COLO_AGENT_FAILOVER_RESUME_RETRY_MAX_MS',
       min: 100,
       max: MS.max,
     },

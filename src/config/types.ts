@@ -97,6 +97,8 @@ export interface ColoConfig {
   compare1Port: number;
   compare0Port: number;
   compareOutPort: number;
+  /** The guest NIC's netdev id (documented: hn0). */
+  netdev: string;
   checkpointDelayMs: number;
   statusPollMs: number;
   checkpointStallMs: number;
@@ -113,6 +115,10 @@ export interface FailoverConfig {
   fenceTimeoutMs: number;
   onFenceFailure: (typeof FENCE_FAILURE_POLICIES)[number];
   fenceMaxWaitMs: number;
+  autoResume: boolean;
+  resyncTimeoutMs: number;
+  resumeRetryInitialMs: number;
+  resumeRetryMaxMs: number;
   selfFence: boolean;
   selfFenceAfterMs: number;
 }

@@ -1,7 +1,8 @@
 /**
- * What the demo starts besides QEMU: the list of processes, each with its command line. One place,
- * so that adding a process (the witness, once arbitration exists) is one entry here plus the
- * `arbiter.*` keys of the agents. Pure: no process is started here (see commands/demo.ts).
+ * What the demo starts besides QEMU: the list of processes, each with its command line. One place:
+ * the two agents and, with arbitration (`--arbiter witness`, the default), the witness, a third
+ * `colo-agent run` with node.role witness on 127.0.0.3 that both agents use as their arbiter.
+ * Pure: no process is started here (see setup.ts).
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,19 @@ export const DEMO_SIDES: readonly DemoSide[] = ['primary', 'secondary'];
 /** The documented pair on one machine: the primary on 127.0.0.1, the secondary on 127.0.0.2. */
 export const DEMO_HOSTS: Readonly<Record<DemoSide, string>> = { primary: '127.0.0.1', secondary: '127.0.0.2' };
 
+/** Where the witness stands: a third loopback address, as a third host would be. */
+export const DEMO_WITNESS_HOST = '127.0.0.3';
+
+/** `--arbiter`: witness (default; no split brain) or none (today's unsafe behaviour, shown as such). */
+export type DemoArbiter = 'witness' | 'none';
+export const DEMO_ARBITERS: readonly DemoArbiter[] = ['witness', 'none'];
+
+/**
+ * The primary's lease with the witness, set explicitly so that the drill's notes can say how long a
+ * takeover after a primary host loss waits (the shipped witness example's value).
+ */
+export const DEMO_LEASE_MS = 500;
+
 export const otherSide = (side: DemoSide): DemoSide => (side === 'primary' ? 'secondary' : 'primary');
 
 /** The shipped example configs of the two-host pair on loopback; the demo overrides what it must. */
@@ -20,6 +34,16 @@ export const DEMO_EXAMPLE_CONFIGS: Readonly<Record<DemoSide, string>> = {
   primary: fileURLToPath(new URL('../../config/examples/primary.yaml', import.meta.url)),
   secondary: fileURLToPath(new URL('../../config/examples/secondary.yaml', import.meta.url)),
 };
+
+export const DEMO_WITNESS_CONFIG = fileURLToPath(new URL('../../config/examples/witness.yaml', import.meta.url));
+
+/** The witness's addresses, when the demo runs one. */
+export interface DemoWitnessLayout {
+  /** HOST:PORT the witness listens on for both agents (their arbiter.witness). */
+  heartbeatListen: string;
+  /** HOST:PORT of its /metrics and /status. */
+  metricsListen: string;
+}
 
 /** Where everything of one demo run is, and how the sides reach each other. */
 export interface DemoLayout {
@@ -41,18 +65,19 @@ export interface DemoLayout {
    * partition drill: each agent probes the peer's QEMU through the proxy the drill cuts).
    */
   coloFor?: Readonly<Partial<Record<DemoSide, Partial<ColoConfig>>>>;
+  /** Set with `--arbiter witness`: the agents use it as their arbiter. */
+  witness?: DemoWitnessLayout;
 }
 
-export interface DemoProcessSpec {
-  /** 'witness' joins with arbitration. */
-  kind: 'agent';
-  /** Which side it belongs to (a witness will belong to neither). */
-  side: DemoSide;
+interface ProcessSpecBase {
   /** Shown in the view and in messages. */
   name: string;
   /** Arguments after `node dist/cli.js`. */
   args: string[];
 }
+
+/** An agent belongs to a side; the witness to neither. */
+export type DemoProcessSpec = (ProcessSpecBase & { kind: 'agent'; side: DemoSide }) | (ProcessSpecBase & { kind: 'witness' });
 
 /** Every key of the `colo` section as `colo.KEY=VALUE` (ids as `colo.ids.KEY=VALUE`). */
 export function coloConfigSets(colo: ColoConfig): string[] {
@@ -76,19 +101,33 @@ export function agentSets(layout: DemoLayout, side: DemoSide): string[] {
     `metrics.listen=${layout.metricsListen[side]}`,
     'log.level=info',
     ...coloConfigSets({ ...layout.colo, ...layout.coloFor?.[side] }),
+    ...(layout.witness ? ['arbiter.mode=witness', `arbiter.witness=${layout.witness.heartbeatListen}`] : ['arbiter.mode=none']),
   ];
 }
 
+/** The `--set` list of the witness: the same key as the agents, a state dir of its own. */
+export function witnessSets(layout: DemoLayout & { witness: DemoWitnessLayout }): string[] {
+  return [
+    `node.stateDir=${join(layout.dir, 'state-witness')}`,
+    `heartbeat.keyFile=${layout.keyFile}`,
+    `heartbeat.listen=${layout.witness.heartbeatListen}`,
+    `metrics.listen=${layout.witness.metricsListen}`,
+    `arbiter.leaseMs=${DEMO_LEASE_MS}`,
+    'log.level=info',
+  ];
+}
+
+const asArgs = (sets: string[]) => sets.flatMap((s) => ['--set', s]);
+
 /**
- * The processes to start, in order: today the two agents. The witness goes here once arbitration
- * exists (`{ kind: 'witness', ... }` with its own listen address), and the agents' sets gain
- * `arbiter.mode=witness` and the witness's address.
+ * The processes to start, in order: the witness first when there is one (the agents dial it), then
+ * the two agents.
  */
 export function demoProcesses(layout: DemoLayout): DemoProcessSpec[] {
-  return DEMO_SIDES.map((side) => ({
-    kind: 'agent' as const,
-    side,
-    name: side,
-    args: ['run', '--config', DEMO_EXAMPLE_CONFIGS[side], ...agentSets(layout, side).flatMap((s) => ['--set', s])],
-  }));
+  const w = layout.witness;
+  const witness: DemoProcessSpec[] = w ? [{ kind: 'witness', name: 'witness', args: ['run', '--config', DEMO_WITNESS_CONFIG, ...asArgs(witnessSets({ ...layout, witness: w }))] }] : [];
+  return [
+    ...witness,
+    ...DEMO_SIDES.map((side): DemoProcessSpec => ({ kind: 'agent', side, name: side, args: ['run', '--config', DEMO_EXAMPLE_CONFIGS[side], ...asArgs(agentSets(layout, side))] })),
+  ];
 }

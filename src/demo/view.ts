@@ -1,11 +1,11 @@
 /**
  * The demo's live view: pure functions from snapshots (each agent's /status and a few /metrics
- * values, plus whether its processes still run) to text. A terminal gets the whole view redrawn
+ * values, the witness's /status, plus whether the processes still run) to text. A terminal gets the whole view redrawn
  * a few times a second (renderView); anything else gets one line per change (viewChanges), which
  * reads well in a log or a CI transcript.
  */
 import type { AgentStatus } from '../agent.js';
-import type { DemoSide } from './plan.js';
+import { DEMO_HOSTS, DEMO_WITNESS_HOST, type DemoArbiter, type DemoSide } from './plan.js';
 
 /** The /metrics values the view shows. */
 export interface DemoMetrics {
@@ -30,6 +30,34 @@ export interface SideSnapshot {
   metrics?: DemoMetrics;
 }
 
+/** The witness's /status as it serves it (JSON: it runs no QEMU and has no peer). */
+export interface WitnessStatus {
+  node: string;
+  role: 'witness';
+  /** 'witness' while it arbitrates; 'starting' / 'stopped' around that. */
+  state: string;
+  epoch: number;
+  /** The node that may run the guest at this epoch. */
+  holder?: string;
+  /** The holder's lease left at the witness (lease + guard from its last renewal). */
+  leaseRemainingMs?: number;
+  /** Nodes whose request for the next epoch waits for a decision. */
+  pending: string[];
+  /** Its connections from the agents; state is the connection's (established, connecting, ...). */
+  links: { link: string; peer?: string; state: string; rttMs?: number }[];
+}
+
+export interface WitnessSnapshot {
+  pid: number;
+  alive: boolean;
+  /** How it ended, e.g. "SIGKILL", when it no longer runs. */
+  exit?: string;
+  /** HOST:PORT the agents dial (their arbiter.witness). */
+  listen: string;
+  /** Its /status, undefined when it could not be asked. */
+  status?: WitnessStatus;
+}
+
 export interface DemoSnapshot {
   /** Date.now() when taken. */
   at: number;
@@ -37,7 +65,10 @@ export interface DemoSnapshot {
   since: number;
   qemuVersion: string;
   checkpointDelayMs: number;
+  /** The agents' arbiter.mode. Absent: none. */
+  arbiter?: DemoArbiter;
   sides: SideSnapshot[];
+  witness?: WitnessSnapshot;
 }
 
 /** Sums of the samples of each wanted metric in a Prometheus text exposition (labels ignored). */
@@ -61,8 +92,8 @@ export function demoMetricsFrom(text: string): DemoMetrics {
   return { checkpoints: s.colo_agent_checkpoints_total, coloStarts: s.colo_agent_colo_starts_total, peerOutageSeconds: s.colo_agent_peer_outage_seconds };
 }
 
-const COLUMNS = ['SIDE', 'NODE', 'ROLE', 'STATE', 'QEMU', 'COLO', 'PEER', 'LINK RTT', 'CKPT', 'OUTAGE'] as const;
-const WIDTHS = [10, 8, 10, 17, 13, 10, 8, 16, 5, 8];
+const COLUMNS = ['SIDE', 'NODE', 'ROLE', 'STATE', 'QEMU', 'COLO', 'EPOCH', 'ARBITER LEASE', 'PEER', 'LINK RTT', 'CKPT', 'OUTAGE'] as const;
+const WIDTHS = [10, 8, 10, 17, 13, 10, 9, 15, 8, 16, 5, 8];
 
 function pad(cells: string[]): string {
   return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(WIDTHS[i] ?? 10))).join(' ').trimEnd();
@@ -77,9 +108,27 @@ function duration(ms: number): string {
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
 }
 
+/** QMP's state as the agent sees it, or PAUSED when the agent stopped the guest (lease ran out, stale epoch). */
 function qemuCell(s: SideSnapshot): string {
   if (!s.qemuAlive) return 'gone';
+  if (s.status?.guestStopped) return `PAUSED:${s.status.guestStopped}`;
   return s.status?.qemu.status ?? '?';
+}
+
+/** e.g. "1", or "0 stale:1" when a newer epoch exists (another node holds the guest). */
+export function epochCell(st: AgentStatus): string {
+  const e = st.epoch;
+  if (!e) return '?';
+  return e.stale ? `${e.epoch} stale:${e.newestSeen}` : String(e.epoch);
+}
+
+/** e.g. "none", "ok 412ms" (the primary's lease left), "ok" (no lease: the secondary), "UNREACHABLE 0ms". */
+export function arbiterCell(st: AgentStatus): string {
+  const a = st.arbiter;
+  if (!a) return '?';
+  if (a.mode === 'none') return 'none';
+  const lease = a.leaseRemainingMs === undefined ? '' : ` ${Math.round(a.leaseRemainingMs)}ms`;
+  return `${a.reachable ? 'ok' : 'UNREACHABLE'}${lease}`;
 }
 
 /** e.g. "2/2 up 0.41ms": links up of all (each agent dials one and accepts one per path), best RTT. */
@@ -113,6 +162,8 @@ export function sideRow(s: SideSnapshot): string {
     st.state + (st.maintenance?.on ? '*' : ''),
     qemuCell(s),
     st.qemu.colo.mode,
+    epochCell(st),
+    arbiterCell(st),
     st.peer.state,
     linksCell(st),
     checkpoints === undefined ? '?' : String(checkpoints),
@@ -120,13 +171,46 @@ export function sideRow(s: SideSnapshot): string {
   ]);
 }
 
+/**
+ * The witness reports its connections' own states (connecting, hello, confirming, established,
+ * closed), not detector states: `established` reads as `up`, like the agents' links.
+ */
+function witnessLinkState(state: string): string {
+  return state === 'established' ? 'up' : state;
+}
+
+function witnessLinks(st: WitnessStatus): string {
+  if (st.links.length === 0) return 'no agent linked';
+  return st.links.map((l) => `${l.peer ?? l.link} ${witnessLinkState(l.state)}${l.rttMs === undefined ? '' : ` ${l.rttMs.toFixed(2)}ms`}`).join(', ');
+}
+
+/**
+ * The witness's row, e.g.
+ * `witness    colo-w   127.0.0.3:7410 epoch 1, holder colo-a (lease 512ms), links colo-a up 0.30ms, colo-b up 0.28ms`.
+ */
+export function witnessRow(w: WitnessSnapshot): string {
+  const head = `${'witness'.padEnd(WIDTHS[0] ?? 10)} `;
+  if (!w.alive) return `${head}pid ${w.pid} gone${w.exit ? ` (${w.exit})` : ''}: the agents have no arbiter (no takeover can be granted)`;
+  const st = w.status;
+  if (!st) return `${head}pid ${w.pid} on ${w.listen}: no /status`;
+  const lease = st.holder !== undefined && st.leaseRemainingMs !== undefined ? ` (lease ${Math.round(st.leaseRemainingMs)}ms)` : '';
+  const state = st.state === 'witness' ? '' : `state ${st.state}, `;
+  const pending = st.pending.length ? `, pending ${st.pending.join(', ')}` : '';
+  return `${head}${st.node.padEnd(WIDTHS[1] ?? 8)} ${w.listen} ${state}epoch ${st.epoch}, holder ${st.holder ?? 'none'}${lease}${pending}, links ${witnessLinks(st)}`;
+}
+
 /** The whole view, as lines (no trailing newline). */
 export function renderView(snap: DemoSnapshot): string[] {
+  const hosts = `primary ${DEMO_HOSTS.primary} / secondary ${DEMO_HOSTS.secondary}${snap.witness ? ` / witness ${DEMO_WITNESS_HOST}` : ''}`;
   const lines = [
-    `colo-agent demo · QEMU ${snap.qemuVersion} (TCG) · primary 127.0.0.1 / secondary 127.0.0.2 · up ${duration(snap.at - snap.since)} · Ctrl-C stops everything`,
+    `colo-agent demo · QEMU ${snap.qemuVersion} (TCG) · ${hosts} · up ${duration(snap.at - snap.since)} · Ctrl-C stops everything`,
     pad([...COLUMNS]),
     ...snap.sides.map(sideRow),
+    ...(snap.witness ? [witnessRow(snap.witness)] : []),
   ];
+  if (!snap.witness && (snap.arbiter ?? 'none') === 'none') {
+    lines.push('arbiter none: a partition between the sides makes both take over (split brain); the default --arbiter witness prevents it');
+  }
   for (const s of snap.sides) {
     const f = s.status?.lastFailover;
     if (f) lines.push(`${s.side}: last failover ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
@@ -154,9 +238,26 @@ function signature(s: SideSnapshot): Record<string, string> {
     sig.peer = st.peer.state;
     sig.links = st.links.map((l) => `${l.link} ${l.state}`).join(', ') || '-';
     sig.maintenance = st.maintenance?.on ? 'on' : 'off';
+    if (st.epoch) sig.epoch = st.epoch.stale ? `${st.epoch.epoch} stale (epoch ${st.epoch.newestSeen} from ${st.epoch.newestSeenFrom ?? '?'})` : String(st.epoch.epoch);
+    if (st.arbiter) sig.arbiter = st.arbiter.mode === 'none' ? 'none' : st.arbiter.reachable ? 'reachable' : 'UNREACHABLE';
+    if (st.guestStopped) sig.guest = `PAUSED (${st.guestStopped})`;
     const f = st.lastFailover;
     if (f) sig.failover = `${f.sequence} ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms`;
     if (s.metrics?.checkpoints !== undefined) sig.checkpoints = String(s.metrics.checkpoints);
+  }
+  return sig;
+}
+
+/** The witness for change detection: everything but lease clocks and RTTs. */
+function witnessSignature(w: WitnessSnapshot): Record<string, string> {
+  const sig: Record<string, string> = { agent: w.alive ? `pid ${w.pid}` : `gone${w.exit ? ` (${w.exit})` : ''}` };
+  const st = w.status;
+  if (w.alive && st) {
+    sig.state = st.state;
+    sig.epoch = String(st.epoch);
+    sig.holder = st.holder ?? 'none';
+    sig.pending = st.pending.join(', ') || '-';
+    sig.links = st.links.map((l) => `${l.peer ?? l.link} ${witnessLinkState(l.state)}`).join(', ') || '-';
   }
   return sig;
 }
@@ -168,31 +269,39 @@ function unknown(s: SideSnapshot): boolean {
 
 /**
  * `next`, with each side the agent did not answer for replaced by its last known state in `prev`,
- * so that a missed /status is not printed as a change (and its return not either).
+ * so that a missed /status is not printed as a change (and its return not either); the same for
+ * the witness.
  */
 export function lastKnown(prev: DemoSnapshot | undefined, next: DemoSnapshot): DemoSnapshot {
   if (!prev) return next;
-  return { ...next, sides: next.sides.map((s) => (unknown(s) ? (prev.sides.find((p) => p.side === s.side) ?? s) : s)) };
+  const sides = next.sides.map((s) => (unknown(s) ? (prev.sides.find((p) => p.side === s.side) ?? s) : s));
+  const w = next.witness;
+  const witness = w && w.alive && w.status === undefined && prev.witness ? prev.witness : w;
+  return { ...next, sides, ...(witness && { witness }) };
+}
+
+function diffLine(at: number, name: string, was: Record<string, string> | undefined, now: Record<string, string>): string | undefined {
+  if (!was) return `${clock(at)} ${name}: ${Object.entries(now).map(([k, v]) => `${k} ${v}`).join(', ')}`;
+  const diffs = Object.keys({ ...was, ...now })
+    .filter((k) => was[k] !== now[k])
+    .map((k) => `${k} ${was[k] ?? '-'} -> ${now[k] ?? '-'}`);
+  return diffs.length > 0 ? `${clock(at)} ${name}: ${diffs.join(', ')}` : undefined;
 }
 
 /**
- * One line per side whose state changed since `prev` (every side the first time), e.g.
- * `12:00:01.234 secondary: state peer-up -> failing-over, peer up -> down`.
+ * One line per side (and the witness) whose state changed since `prev` (each the first time), e.g.
+ * `12:00:01.234 secondary: state peer-up -> arbitrating, peer up -> down`.
  */
 export function viewChanges(prev: DemoSnapshot | undefined, next: DemoSnapshot): string[] {
   const lines: string[] = [];
   for (const s of next.sides) {
-    const now = signature(s);
     const before = prev?.sides.find((p) => p.side === s.side);
-    if (!before) {
-      lines.push(`${clock(next.at)} ${s.side}: ${Object.entries(now).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-      continue;
-    }
-    const was = signature(before);
-    const diffs = Object.keys({ ...was, ...now })
-      .filter((k) => was[k] !== now[k])
-      .map((k) => `${k} ${was[k] ?? '-'} -> ${now[k] ?? '-'}`);
-    if (diffs.length > 0) lines.push(`${clock(next.at)} ${s.side}: ${diffs.join(', ')}`);
+    const line = diffLine(next.at, s.side, before && signature(before), signature(s));
+    if (line) lines.push(line);
+  }
+  if (next.witness) {
+    const line = diffLine(next.at, 'witness', prev?.witness && witnessSignature(prev.witness), witnessSignature(next.witness));
+    if (line) lines.push(line);
   }
   return lines;
 }

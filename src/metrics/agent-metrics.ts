@@ -8,6 +8,8 @@
  * data flows one way, from the agent into the metrics.
  */
 import type { Agent, AgentStateChange, GuestStopEvent, SelfFenceEvent } from '../agent.js';
+import type { ResumeOutcome } from '../colo/resume-executor.js';
+import type { ResyncProgress } from '../colo/resume-runner.js';
 import type { EpochSnapshot } from '../arbiter/epoch-store.js';
 import type { ArbitrationEvent, FenceEvent } from '../arbiter/takeover-gate.js';
 import type { FailoverOutcome } from '../colo/failover-executor.js';
@@ -135,6 +137,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   };
   setEpoch(agent.status().epoch);
   m.sources.arbiterReachable = () => agent.arbiter.reachable();
+  m.sources.unprotectedSeconds = () => (agent.status().failback?.unprotectedForMs ?? 0) / 1000;
 
   const onPeerState = (c: StateChange) => {
     m.peerUp.set(peerUp(c.to));
@@ -173,6 +176,14 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   const onGuestStop = (e: GuestStopEvent) => {
     if (e.ok) m.guestStops.inc({ reason: e.reason });
   };
+  const onResyncProgress = (p: ResyncProgress) => m.resyncProgress.set(p.len > 0 ? p.offset / p.len : 0);
+  const onResume = (o: ResumeOutcome) => {
+    m.resyncs.inc({ result: o.ok ? 'success' : o.rolledBack ? 'rolled-back' : 'failed' });
+    if (o.ok && o.resyncMs !== undefined) m.resyncDuration.observe(o.resyncMs / 1000);
+    if (o.bytes !== undefined && o.resyncMs !== undefined) m.resyncBytes.inc(o.bytes);
+    if (o.ok && o.pauseMs !== undefined) m.switchoverPause.observe(o.pauseMs / 1000);
+  };
+  const onProtected = (e: { unprotectedMs: number }) => m.unprotectedDuration.observe(e.unprotectedMs / 1000);
   const onLinkUp = (e: LinkUpEvent) => m.linkUp.set(link(e.link), 1);
   const onLinkDown = (e: LinkDownEvent) => m.linkUp.set(link(e.link), 0);
   const onHeartbeat = (e: HeartbeatEvent) => m.heartbeatsReceived.inc(link(e.link));
@@ -202,6 +213,9 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   listen(agent, 'fence', onFence);
   listen(agent, 'self-fence', onSelfFence);
   listen(agent, 'guest-stop', onGuestStop);
+  listen(agent, 'resync-progress', onResyncProgress);
+  listen(agent, 'resume', onResume);
+  listen(agent, 'protected', onProtected);
   listen(agent.links, 'link-up', onLinkUp);
   listen(agent.links, 'link-down', onLinkDown);
   listen(agent.links, 'heartbeat', onHeartbeat);
@@ -220,6 +234,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       for (const off of offs) off();
       delete m.sources.peerOutageSeconds;
       delete m.sources.arbiterReachable;
+      delete m.sources.unprotectedSeconds;
     },
   };
 }

@@ -47,6 +47,13 @@ export const METRIC_TYPES = {
   colo_agent_arbitrations_total: 'counter',
   colo_agent_fencing_total: 'counter',
   colo_agent_guest_stops_total: 'counter',
+  colo_agent_resyncs_total: 'counter',
+  colo_agent_resync_duration_seconds: 'histogram',
+  colo_agent_resync_bytes_total: 'counter',
+  colo_agent_resync_progress_ratio: 'gauge',
+  colo_agent_switchover_pause_seconds: 'histogram',
+  colo_agent_unprotected_seconds: 'gauge',
+  colo_agent_unprotected_duration_seconds: 'histogram',
 } as const satisfies Record<string, MetricType>;
 
 export type MetricName = keyof typeof METRIC_TYPES;

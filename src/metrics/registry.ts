@@ -32,6 +32,8 @@ const AGENT_STATE_SET: Record<AgentState, true> = {
   'qemu-lost': true,
   'failing-over': true,
   solo: true,
+  resuming: true,
+  'ready-secondary': true,
   failed: true,
   stopping: true,
   stopped: true,
@@ -48,6 +50,11 @@ export const ARBITRATION_ACTIONS = ['takeover', 'continue'] as const;
 export const ARBITRATION_RESULTS = ['granted', 'denied', 'unavailable'] as const;
 export const FENCE_KINDS = ['peer', 'self'] as const;
 export const GUEST_STOP_REASONS = ['lease', 'stale'] as const;
+export const RESYNC_RESULTS = ['success', 'rolled-back', 'failed'] as const;
+/** A disk copy to a new secondary: seconds for a small disk here, an hour for a large one on a slow link. */
+export const RESYNC_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+/** The guest pause of a resume's switch-over: ~100 ms target, seconds mean trouble. */
+export const SWITCHOVER_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5, 10];
 
 /** Checkpoint pauses are milliseconds normally; seconds mean trouble. */
 export const CHECKPOINT_PAUSE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -73,6 +80,8 @@ export interface ScrapeSources {
   /** Seconds since the peer was declared down; 0 while it is not down. */
   peerOutageSeconds?: () => number;
   arbiterReachable?: () => boolean;
+  /** Seconds since the last failover left the guest unprotected; 0 while replicated. */
+  unprotectedSeconds?: () => number;
   checkpointInProgress?: () => boolean | undefined;
   checkpointStalled?: () => boolean | undefined;
 }
@@ -156,6 +165,13 @@ export class AgentMetrics {
   readonly arbitrations: Counter<'action' | 'result'>;
   readonly fencing: Counter<'kind' | 'result'>;
   readonly guestStops: Counter<'reason'>;
+  readonly resyncs: Counter<'result'>;
+  readonly resyncDuration: Histogram;
+  readonly resyncBytes: Counter;
+  readonly resyncProgress: Gauge;
+  readonly switchoverPause: Histogram;
+  readonly unprotected: Gauge;
+  readonly unprotectedDuration: Histogram;
 
   constructor(opts: AgentMetricsOptions) {
     const registers = [this.registry];
@@ -241,6 +257,18 @@ export class AgentMetrics {
     for (const kind of FENCE_KINDS) for (const result of FAILOVER_RESULTS) this.fencing.inc({ kind, result }, 0);
     this.guestStops = counter('colo_agent_guest_stops_total', 'Times the agent paused its guest (QMP stop): lease (cut off, lease ran out) or stale (a newer epoch exists).', ['reason']);
     for (const reason of GUEST_STOP_REASONS) this.guestStops.inc({ reason }, 0);
+
+    this.resyncs = counter('colo_agent_resyncs_total', 'Resume attempts (replication to a new secondary) by result: success, rolled-back (the primary runs solo as before), failed (rollback failed too).', ['result']);
+    for (const result of RESYNC_RESULTS) this.resyncs.inc({ result }, 0);
+    this.resyncDuration = histogram('colo_agent_resync_duration_seconds', 'Disk copy to the new secondary (drive-mirror until BLOCK_JOB_READY) of successful resumes.', RESYNC_BUCKETS);
+    this.resyncBytes = counter('colo_agent_resync_bytes_total', 'Bytes copied to new secondaries by drive-mirror.');
+    this.resyncProgress = gauge('colo_agent_resync_progress_ratio', 'Progress of the disk copy in flight (0..1); 1 after the last one completed, 0 before any.');
+    this.switchoverPause = histogram('colo_agent_switchover_pause_seconds', 'How long a resume paused the guest (stop until it runs again in COLO).', SWITCHOVER_BUCKETS);
+    this.unprotected = gauge('colo_agent_unprotected_seconds', 'How long the guest has run without replication since the last failover; 0 while replicated.', [], function () {
+      const v = sources.unprotectedSeconds?.();
+      if (v !== undefined) this.set(v);
+    });
+    this.unprotectedDuration = histogram('colo_agent_unprotected_duration_seconds', 'Ended unprotected periods: from a failover to replication resumed.', OUTAGE_BUCKETS);
 
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry });

@@ -41,8 +41,9 @@ import {
   type ColoHarnessNames,
   type ColoOverrides,
   type ColoPorts,
+  type DialAddress,
 } from './colo-cmdline.js';
-import { ColoPairStartError } from './errors.js';
+import { ColoPairStartError, QemuStartError } from './errors.js';
 import { qemuAvailable, startQemu, type QemuExit, type QemuLifecycleHooks, type RunningQemu } from './qemu-process.js';
 
 export { ColoPairStartError };
@@ -126,6 +127,19 @@ export interface ColoPairTimings {
   totalMs: number;
 }
 
+/** How a pair was launched: what startFreshSecondary() reuses for a replacement secondary. */
+export interface ColoLaunchSettings {
+  readonly binary: string | undefined;
+  readonly qemuImg: string;
+  readonly diskSizeMb: number;
+  readonly memoryMb: number;
+  readonly qmpSockets: number;
+  readonly listenAll: boolean;
+  readonly workDir: string;
+  readonly commandTimeoutMs: number;
+  readonly lifecycle: QemuLifecycleHooks | undefined;
+}
+
 export interface ColoPair {
   readonly primary: ColoSide;
   readonly secondary: ColoSide;
@@ -138,6 +152,8 @@ export interface ColoPair {
   /** From the primary's QMP greeting. */
   readonly version: QemuVersion;
   readonly timings: ColoPairTimings;
+  /** The launch options as resolved (sizes, binaries, dirs), for startFreshSecondary(). */
+  readonly launch: ColoLaunchSettings;
   side(role: ColoRole): ColoSide;
   /** Both QEMUs' stderr tails, for error messages. */
   diagnostics(): string;
@@ -152,9 +168,13 @@ export type ColoPairResult = { ok: true; pair: ColoPair } | { ok: false; reason:
 interface Owned {
   dirs: string[];
   qemus: RunningQemu[];
+  /** Extra stops run by the pair's stop() (fresh secondaries started for it later). */
+  extraStops: Array<() => Promise<unknown>>;
 }
 
 const owned = new Set<Owned>();
+/** A pair's registry entry, so QEMUs started for it later die with it. */
+const ownedByPair = new WeakMap<ColoPair, Owned>();
 
 /** SIGKILL the QEMUs of every pair not yet stopped (or still coming up) and remove their dirs. Synchronous. */
 export function killAllColoPairsNow(): void {
@@ -254,7 +274,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
   const routes: ColoDialRoutes = { ...directRoutes(colo), ...opts.dial };
   const parent = opts.workDir ?? tmpdir();
 
-  const own: Owned = { dirs: [], qemus: [] };
+  const own: Owned = { dirs: [], qemus: [], extraStops: [] };
   owned.add(own);
   const clients: QmpClient[] = [];
   let primaryQ: RunningQemu | undefined;
@@ -262,6 +282,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
   let stopping: Promise<void> | undefined;
   const stopAll = (): Promise<void> => {
     stopping ??= (async () => {
+      await Promise.all(own.extraStops.map((stop) => stop().catch(() => undefined)));
       await Promise.all(clients.map((c) => c.close()));
       for (const q of own.qemus) q.kill('SIGKILL');
       await Promise.all(own.qemus.map((q) => q.stop()));
@@ -383,37 +404,13 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
     }
     const enterColoMs = performance.now() - tm;
 
-    const mkSide = (role: ColoRole, q: RunningQemu, c: QmpClient, host: string, images: Record<string, string>, sidePorts: Partial<ColoPorts>): ColoSide => ({
-      role,
-      host,
-      qemu: q,
-      process: q.process,
-      pid: q.pid,
-      dir: q.dir,
-      images,
-      qmpPaths: q.qmpPaths,
-      qmpAddresses: q.qmpAddresses,
-      agentQmpAddress: q.qmpAddresses[0] as string,
-      harnessQmpAddress: q.qmpAddresses[1] as string,
-      spareQmpPaths: q.qmpPaths.slice(2),
-      qmp: c,
-      ports: sidePorts,
-      stderr: () => q.stderr(),
-      kill: (signal) => q.kill(signal),
-      alive: () => q.exitStatus === undefined,
-      stop: async () => {
-        await c.close();
-        q.kill('SIGKILL');
-        return q.stop();
-      },
-    });
-    const primary = mkSide('primary', primaryQ, pq, colo.primaryHost, pImages, {
+    const primary = makeSide('primary', primaryQ, pq, colo.primaryHost, pImages, {
       mirrorPort: ports.mirrorPort,
       compare1Port: ports.compare1Port,
       compare0Port: ports.compare0Port,
       compareOutPort: ports.compareOutPort,
     });
-    const secondary = mkSide('secondary', secondaryQ, sq, colo.secondaryHost, sImages, { nbdPort: ports.nbdPort, migrationPort: ports.migrationPort });
+    const secondary = makeSide('secondary', secondaryQ, sq, colo.secondaryHost, sImages, { nbdPort: ports.nbdPort, migrationPort: ports.migrationPort });
     const pair: ColoPair = {
       primary,
       secondary,
@@ -423,10 +420,12 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
       routes,
       version,
       timings: { primaryStartMs, secondaryStartMs, enterColoMs, totalMs: performance.now() - t0 },
+      launch: { binary: opts.binary, qemuImg, diskSizeMb: sizeMb, memoryMb, qmpSockets, listenAll, workDir: parent, commandTimeoutMs, lifecycle: opts.lifecycle },
       side: (role) => (role === 'primary' ? primary : secondary),
       diagnostics,
       stop: stopAll,
     };
+    ownedByPair.set(pair, own);
     return { ok: true, pair };
   } catch (err) {
     const diag = diagnostics();
@@ -439,6 +438,136 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
       dirs: [...own.dirs],
     });
   }
+}
+
+/** A side's handle over its running QEMU and the launcher's client. */
+function makeSide(role: ColoRole, q: RunningQemu, c: QmpClient, host: string, images: Record<string, string>, sidePorts: Partial<ColoPorts>): ColoSide {
+  return {
+    role,
+    host,
+    qemu: q,
+    process: q.process,
+    pid: q.pid,
+    dir: q.dir,
+    images,
+    qmpPaths: q.qmpPaths,
+    qmpAddresses: q.qmpAddresses,
+    agentQmpAddress: q.qmpAddresses[0] as string,
+    harnessQmpAddress: q.qmpAddresses[1] as string,
+    spareQmpPaths: q.qmpPaths.slice(2),
+    qmp: c,
+    ports: sidePorts,
+    stderr: () => q.stderr(),
+    kill: (signal) => q.kill(signal),
+    alive: () => q.exitStatus === undefined,
+    stop: async () => {
+      await c.close();
+      q.kill('SIGKILL');
+      return q.stop();
+    },
+  };
+}
+
+// ---- a fresh secondary for an existing pair (resume replication) ----
+
+export interface StartFreshSecondaryOptions {
+  /** The pair whose topology (ids, ports, names, version, sizes) the new secondary joins; it is stopped with the pair. */
+  pair: ColoPair;
+  /**
+   * Which side's address the new secondary runs on: 'secondary' after a primary failover (the
+   * secondary host is free again), 'primary' after a secondary failover (the old primary's host;
+   * the current primary is then the former secondary on the other host).
+   */
+  host: ColoRole;
+  /**
+   * Where red0/red1 dial the CURRENT primary's mirror0/compare1. Default: the other host, on the
+   * pair's mirror/compare1 ports (where primaryArgs or the secondary failover's chardev-add put them).
+   */
+  dial?: Partial<Pick<ColoDialRoutes, 'mirror' | 'compare1'>>;
+  /** Parent of the new dir. Default: the pair's workDir. */
+  workDir?: string;
+  /** Budget for start-up (QEMU greeting on every socket, QMP connect). Default 30000. */
+  timeoutMs?: number;
+  /** Default: the pair's lifecycle hooks. */
+  lifecycle?: QemuLifecycleHooks;
+}
+
+/** A replacement secondary: waiting for -incoming, NBD export not yet started (that is secondaryPrepare's job). */
+export interface FreshSecondary extends ColoSide {
+  /** Where the current primary's NBD client (drive-mirror, replication node) dials the export. */
+  readonly nbd: DialAddress;
+  /** Where the current primary's `migrate` dials. */
+  readonly migration: DialAddress;
+}
+
+/**
+ * Start a new secondary QEMU for `pair` after a failover: the pair's secondary command line
+ * (secondaryArgs) with new overlays and a new EMPTY disk image of the same size (drive-mirror with
+ * sync full fills it), `-incoming` and (later) the NBD export on its own host, red0/red1 dialling
+ * the current primary on the other host. QMP sockets as the pair's sides have; registered like
+ * the pair's QEMUs (pair.stop() and killAllColoPairsNow() kill it). Throws QemuStartError.
+ */
+export async function startFreshSecondary(opts: StartFreshSecondaryOptions): Promise<FreshSecondary> {
+  const { pair } = opts;
+  const l = pair.launch;
+  const own: Owned = ownedByPair.get(pair) && owned.has(ownedByPair.get(pair) as Owned) ? (ownedByPair.get(pair) as Owned) : { dirs: [], qemus: [], extraStops: [] };
+  owned.add(own);
+  const ownHost = opts.host === 'primary' ? pair.colo.primaryHost : pair.colo.secondaryHost;
+  const peerHost = opts.host === 'primary' ? pair.colo.secondaryHost : pair.colo.primaryHost;
+  const dial = {
+    mirror: { host: peerHost, port: pair.colo.mirrorPort },
+    compare1: { host: peerHost, port: pair.colo.compare1Port },
+    ...opts.dial,
+  };
+  // secondaryArgs binds -incoming to colo.secondaryHost: here that is this QEMU's own host.
+  const colo: ColoConfig = { ...pair.colo, secondaryHost: ownHost, primaryHost: peerHost };
+  const dir = mkdtempSync(join(opts.workDir ?? l.workDir, 'colo-s-'));
+  own.dirs.push(dir);
+  const images = { disk: join(dir, 'primary.qcow2'), active: join(dir, 'secondary-active.qcow2'), hidden: join(dir, 'secondary-hidden.qcow2') };
+  let q: RunningQemu | undefined;
+  let client: QmpClient | undefined;
+  try {
+    if (!(await run(l.qemuImg, ['create', '-q', '-f', 'qcow2', images.disk, `${l.diskSizeMb}M`]))) {
+      throw new Error(`${l.qemuImg} not found; install it with: apt-get install qemu-utils`);
+    }
+    for (const p of [images.active, images.hidden]) copyFileSync(images.disk, p);
+    q = await startQemu({
+      binary: l.binary,
+      dir,
+      name: 'secondary',
+      paused: false,
+      memoryMb: l.memoryMb,
+      qmpSockets: l.qmpSockets,
+      readyTimeoutMs: opts.timeoutMs ?? 30_000,
+      extraArgs: secondaryArgs({ colo, names: pair.names, listenAll: l.listenAll, dial }, images, pair.version),
+      lifecycle: opts.lifecycle ?? l.lifecycle,
+    });
+    own.qemus.push(q);
+    client = new QmpClient({ address: q.qmpAddresses[1] as string, reconnect: false, commandTimeoutMs: l.commandTimeoutMs });
+    await client.connect();
+  } catch (err) {
+    await client?.close();
+    if (q) {
+      q.kill('SIGKILL');
+      await q.stop();
+    }
+    rmSync(dir, { recursive: true, force: true });
+    if (err instanceof QemuStartError) throw err;
+    throw new QemuStartError(`fresh secondary on ${ownHost}: ${(err as Error).message}${q ? `\nstderr: ${tail(q.stderr())}` : ''}`, { cause: err });
+  }
+  const side = makeSide('secondary', q, client, ownHost, images, { nbdPort: pair.colo.nbdPort, migrationPort: pair.colo.migrationPort });
+  const stop = async (): Promise<QemuExit> => {
+    const status = await side.stop();
+    rmSync(dir, { recursive: true, force: true });
+    return status;
+  };
+  own.extraStops.push(stop);
+  return {
+    ...side,
+    stop,
+    nbd: { host: ownHost, port: pair.colo.nbdPort },
+    migration: { host: ownHost, port: pair.colo.migrationPort },
+  };
 }
 
 type ColoOutcome = { kind: 'colo' } | { kind: 'plain-migration' };

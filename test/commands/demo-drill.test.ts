@@ -1,12 +1,16 @@
 /**
- * `colo-agent demo` end to end, with real QEMU (a COLO pair under TCG on 127.0.0.1 / 127.0.0.2)
- * and real agent processes, through the built CLI:
+ * `colo-agent demo` end to end, with real QEMU (a COLO pair under TCG on 127.0.0.1 / 127.0.0.2),
+ * real agent processes and, by default, a real witness on 127.0.0.3, through the built CLI:
  * - without QEMU on PATH it says how to install it, in one line, and exits 2;
- * - `--drill kill-primary` and `--drill kill-secondary`: the timeline's order (injected <
- *   detected <= started < done), the survivor running the guest alone, exit 0;
- * - `--drill partition` without an arbiter: both sides take over, and the demo says so (exit 1);
- * - the live view stopped with SIGINT;
- * and after each run, no QEMU or agent process and no temp dir is left.
+ * - `--drill kill-primary` and `--drill kill-secondary` (with the witness): the timeline's order
+ *   (injected < detected <= granted <= started < done), the survivor granted by the witness and
+ *   running the guest alone, exit 0;
+ * - `--drill partition` with the witness: exactly one side (the primary, which holds the lease)
+ *   takes over, the secondary is refused and stays passive, exit 0;
+ * - `--drill partition --arbiter none`: both sides take over, and the demo says so (exit 1);
+ * - the live view (with the witness's line) stopped with SIGINT;
+ * - the demo SIGKILLed: its reaper process ends the QEMUs, agents and witness and removes the dir;
+ * and after each run, no QEMU, agent or witness process and no temp dir is left.
  *
  * The subtests run one after another (one pair at a time on these 2-core machines). They assert
  * order and end states, never speed; the timelines are printed as comments.
@@ -31,6 +35,8 @@ const skip = support.ok ? false : support.reason;
 interface Started {
   workDir: string;
   pids: Record<'primary' | 'secondary', { qemu: number; agent: number }>;
+  /** The witness's pid, when the demo started one. */
+  witness?: number;
 }
 
 /** The pids and work dir from the demo's "up" lines. */
@@ -42,7 +48,8 @@ function parseStarted(stdout: string): Started | undefined {
   };
   const primary = side('primary');
   const secondary = side('secondary');
-  return dir && primary && secondary ? { workDir: dir, pids: { primary, secondary } } : undefined;
+  const witness = /witness:\s+host 127\.0\.0\.3, pid (\d+)/.exec(stdout)?.[1];
+  return dir && primary && secondary ? { workDir: dir, pids: { primary, secondary }, ...(witness && { witness: Number(witness) }) } : undefined;
 }
 
 /** Processes whose command line mentions `text` (a demo's work dir: its QEMUs' sockets, its agents' state dirs). */
@@ -59,11 +66,25 @@ function processesMentioning(text: string): number[] {
   return found;
 }
 
+/**
+ * Still running: exists and is not a zombie. An orphan (its parent, the demo, SIGKILLed) is
+ * reaped by PID 1 at its own pace; killed, it runs nothing meanwhile.
+ */
+function running(pid: number): boolean {
+  if (!processAlive(pid)) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 async function assertNothingLeft(t: Test, s: Started): Promise<void> {
-  const pids = [s.pids.primary.qemu, s.pids.primary.agent, s.pids.secondary.qemu, s.pids.secondary.agent];
-  // The kernel may take a moment to reap a SIGKILLed process.
-  for (let i = 0; i < 50 && pids.some(processAlive); i++) await new Promise((r) => setTimeout(r, 20));
-  for (const pid of pids) t.notOk(processAlive(pid), `pid ${pid} is gone`);
+  const pids = [s.pids.primary.qemu, s.pids.primary.agent, s.pids.secondary.qemu, s.pids.secondary.agent, ...(s.witness ? [s.witness] : [])];
+  // The kernel may take a moment to end a SIGKILLed process.
+  for (let i = 0; i < 100 && pids.some(running); i++) await new Promise((r) => setTimeout(r, 20));
+  for (const pid of pids) t.notOk(running(pid), `pid ${pid} is gone`);
   t.same(processesMentioning(s.workDir), [], 'no process refers to the work dir');
   t.notOk(existsSync(s.workDir), `${s.workDir} removed`);
 }
@@ -79,7 +100,7 @@ interface TimelineLine {
 function parseTimeline(stdout: string): TimelineLine[] {
   const out: TimelineLine[] = [];
   for (const line of stdout.split('\n')) {
-    const m = /^\s+\+\s*(\d+) ms\s+(\S+)\s+(?:(primary|secondary): )?/.exec(line);
+    const m = /^\s+\+\s*(\d+) ms\s+(\S+)\s+(?:(primary|secondary|witness): )?/.exec(line);
     if (m) out.push({ ms: Number(m[1]), label: m[2] as string, side: m[3], line });
   }
   return out;
@@ -103,40 +124,55 @@ t.test('without QEMU on PATH: one line on how to install it, exit 2', async (t) 
   t.equal(r.stderr, 'colo-agent demo needs QEMU: apt-get install qemu-system-x86 qemu-utils\n', 'exactly one line on stderr');
 });
 
-t.test('an unknown drill is a usage error', async (t) => {
+t.test('an unknown drill or arbiter is a usage error', async (t) => {
   if (!requireBuiltCli(t)) return;
   const r = await runCli(['demo', '--drill', 'kill-everything']);
   t.equal(r.code, 2);
   t.match(r.stderr, /--drill must be one of kill-primary, kill-secondary, partition/);
+  const a = await runCli(['demo', '--arbiter', 'etcd']);
+  t.equal(a.code, 2);
+  t.match(a.stderr, /--arbiter must be one of witness, none/);
 });
 
-for (const [drill, victim, survivor, sequence] of [
-  ['kill-primary', 'primary', 'secondary', 'secondary-failover'],
-  ['kill-secondary', 'secondary', 'primary', 'primary-failover'],
+function runDrill(drill: string, ...extra: string[]): Promise<CliResult> {
+  return runCli(['demo', '--drill', drill, ...extra], { env: { PATH: process.env.PATH ?? '' }, timeoutMs: DRILL_TIMEOUT_MS });
+}
+
+for (const [drill, victim, survivor, sequence, action, node] of [
+  ['kill-primary', 'primary', 'secondary', 'secondary-failover', 'takeover', 'colo-b'],
+  ['kill-secondary', 'secondary', 'primary', 'primary-failover', 'continue', 'colo-a'],
 ] as const) {
-  t.test(`--drill ${drill}: the timeline is in order and the ${survivor} ends running the guest alone`, { skip }, async (t) => {
+  t.test(`--drill ${drill} with the witness: the timeline is in order, the ${survivor} is granted and ends running the guest alone`, { skip }, async (t) => {
     if (!requireBuiltCli(t)) return;
-    const r = await runCli(['demo', '--drill', drill], { env: { PATH: process.env.PATH ?? '' }, timeoutMs: DRILL_TIMEOUT_MS });
+    const r = await runDrill(drill);
     const started = parseStarted(r.stdout);
     t.ok(started, `the demo printed its pids and work dir${started ? '' : `\n${failureDetail(r)}`}`);
+    t.ok(started?.witness, 'a witness was started');
     const timeline = parseTimeline(r.stdout);
     t.comment(timeline.map((e) => e.line.trim()).join('\n'));
     t.equal(r.code, 0, `exit 0${r.code === 0 ? '' : `\n${failureDetail(r)}`}`);
 
     const injected = first(timeline, 'injected');
     const detected = first(timeline, 'detected', survivor);
+    const granted = first(timeline, 'granted', survivor);
     const begun = first(timeline, 'started', survivor);
     const done = first(timeline, 'done', survivor);
-    t.ok(injected && detected && begun && done, 'injected, detected, started and done are all there');
-    if (injected && detected && begun && done) {
+    t.ok(injected && detected && granted && begun && done, 'injected, detected, granted, started and done are all there');
+    if (injected && detected && granted && begun && done) {
       t.equal(injected.ms, 0, 'the fault is T0');
       t.ok(injected.ms < detected.ms, `injected (${injected.ms}) < detected (${detected.ms})`);
-      t.ok(detected.ms <= begun.ms, `detected (${detected.ms}) <= started (${begun.ms})`);
+      t.ok(detected.ms <= granted.ms, `detected (${detected.ms}) <= granted (${granted.ms})`);
+      t.ok(granted.ms <= begun.ms, `granted (${granted.ms}) <= started (${begun.ms})`);
       t.ok(begun.ms < done.ms, `started (${begun.ms}) < done (${done.ms})`);
+      t.match(granted.line, new RegExp(`${action} granted at epoch 1 by colo-w`), `the ${survivor} was granted epoch 1 to ${action}`);
       t.match(begun.line, sequence, `the ${survivor} ran ${sequence}`);
       t.match(injected.line, new RegExp(`SIGKILL ${victim} QEMU \\(pid \\d+\\) and its agent`));
     }
     t.equal(first(timeline, 'failed'), undefined, 'no failed failover');
+    t.ok(
+      timeline.some((e) => e.side === 'witness' && e.label === 'verdict' && new RegExp(`granted ${action} to ${node}: epoch 1`).test(e.line)),
+      'the witness logged its grant',
+    );
     t.match(r.stdout, new RegExp(`end state ${survivor}: query-status running, COLO mode none \\(last mode ${survivor}\\)`), 'the survivor runs, out of COLO');
     t.match(r.stdout, new RegExp(`end state ${victim}: QEMU gone`));
     const outage = /total outage: (\d+) ms \(fault -> the (\w+)'s guest running solo\)/.exec(r.stdout);
@@ -150,11 +186,34 @@ for (const [drill, victim, survivor, sequence] of [
   });
 }
 
-t.test('--drill partition without an arbiter: both sides take over, and the demo says so', { skip }, async (t) => {
+t.test('--drill partition with the witness: exactly one side takes over, the other is refused and stays passive', { skip }, async (t) => {
   if (!requireBuiltCli(t)) return;
-  const r = await runCli(['demo', '--drill', 'partition'], { env: { PATH: process.env.PATH ?? '' }, timeoutMs: DRILL_TIMEOUT_MS });
+  const r = await runDrill('partition');
+  const started = parseStarted(r.stdout);
+  t.ok(started?.witness, `the demo printed its pids, the witness's and its work dir${started ? '' : `\n${failureDetail(r)}`}`);
+  const timeline = parseTimeline(r.stdout);
+  t.comment(timeline.map((e) => e.line.trim()).join('\n'));
+  t.equal(r.code, 0, `exit 0${r.code === 0 ? '' : `\n${failureDetail(r)}`}`);
+  const solo = ['primary', 'secondary'].filter((side) => new RegExp(`end state ${side}: query-status running, COLO mode none`).test(r.stdout));
+  t.same(solo, ['primary'], 'exactly one side runs the guest alone: the primary, which holds the lease');
+  t.notMatch(r.stdout, /end state secondary: query-status running, COLO mode (none|primary)/, 'the secondary runs no primary');
+  const granted = first(timeline, 'granted', 'primary');
+  t.match(granted?.line ?? '', /continue granted at epoch 1 by colo-w/, 'the primary was granted its solo continuation at epoch 1');
+  t.equal(first(timeline, 'granted', 'secondary'), undefined, 'the secondary was granted nothing');
+  t.equal(first(timeline, 'started', 'secondary'), undefined, 'the secondary started no failover');
+  const refusedOrStale = first(timeline, 'refused', 'secondary') ?? first(timeline, 'stale', 'secondary');
+  t.ok(refusedOrStale, 'the secondary was refused or learnt the new epoch, and stood down');
+  t.match(r.stdout, /drill partition: PASS: only the primary took over \(granted epoch 1 by the witness\); the secondary .*no split brain/);
+  if (started) await assertNothingLeft(t, started);
+});
+
+t.test('--drill partition --arbiter none: both sides take over, and the demo says so', { skip }, async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const r = await runDrill('partition', '--arbiter', 'none');
   const started = parseStarted(r.stdout);
   t.ok(started, `the demo printed its pids and work dir${started ? '' : `\n${failureDetail(r)}`}`);
+  t.equal(started?.witness, undefined, 'no witness');
+  t.match(r.stdout, /arbiter:\s+none \(--arbiter none\)/);
   const timeline = parseTimeline(r.stdout);
   t.comment(timeline.map((e) => e.line.trim()).join('\n'));
   for (const side of ['primary', 'secondary']) {
@@ -191,7 +250,7 @@ t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, as
   const viewing = new Promise<boolean>((resolve) => {
     child.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
-      if (/live view:/.test(stdout) && /primary: agent pid/.test(stdout) && /secondary: agent pid/.test(stdout)) resolve(true);
+      if (/live view:/.test(stdout) && /primary: agent pid/.test(stdout) && /secondary: agent pid/.test(stdout) && /witness: agent pid/.test(stdout)) resolve(true);
     });
     void exited.then(() => resolve(false));
   });
@@ -201,10 +260,41 @@ t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, as
   t.ok(started, 'the demo printed its pids and work dir');
   t.match(stdout, /primary: agent pid \d+, qemu ready, node colo-a, role primary, state peer-up, colo primary, peer up/, 'the primary row');
   t.match(stdout, /secondary: agent pid \d+, qemu ready, node colo-b, role secondary, state peer-up, colo secondary, peer up/, 'the secondary row');
+  t.match(stdout, /primary: agent pid .*epoch 0, arbiter reachable/, 'the primary reaches the witness');
+  t.match(stdout, /secondary: agent pid .*epoch 0, arbiter reachable/, 'the secondary reaches the witness');
+  t.match(stdout, /witness: agent pid \d+, state witness, epoch 0, holder colo-a, pending -, links colo-\w up, colo-\w up/, 'the witness line: the primary holds epoch 0');
   child.kill('SIGINT');
   const code = await exited;
   t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${stdout}\n${stderr}`}`);
   t.match(stdout, /SIGINT: stopping everything the demo started/);
-  t.match(stdout, /stopped: agents, QEMUs and proxies ended, temp dir removed/);
+  t.match(stdout, /stopped: agents, witness, QEMUs and proxies ended, temp dir removed/);
   if (started) await assertNothingLeft(t, started);
+});
+
+t.test('the demo SIGKILLed: the reaper ends QEMUs, agents and the witness, and removes the temp dir', { skip }, async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const child = spawn(process.execPath, [CLI_PATH, 'demo'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), DRILL_TIMEOUT_MS);
+  t.teardown(() => {
+    clearTimeout(watchdog);
+    child.kill('SIGKILL');
+  });
+  let stdout = '';
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const viewing = new Promise<boolean>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (/live view:/.test(stdout)) resolve(true);
+    });
+    void exited.then(() => resolve(false));
+  });
+  t.ok(await viewing, `the live view started${/live view:/.test(stdout) ? '' : `\n${stdout}`}`);
+  const started = parseStarted(stdout);
+  t.ok(started?.witness, 'the demo printed its pids (the witness\'s too) and work dir');
+  child.kill('SIGKILL');
+  await exited;
+  if (!started) return;
+  // The reaper notices the closed pipe, kills, then removes the dir 200 ms later.
+  for (let i = 0; i < 100 && existsSync(started.workDir); i++) await new Promise((r) => setTimeout(r, 50));
+  await assertNothingLeft(t, started);
 });

@@ -24,6 +24,7 @@ t.test('every rule names real keys, is documented, and blames one of its keys', 
   broken.arbiter.mode = 'witness';
   broken.arbiter.leaseMs = broken.heartbeat.intervalMs;
   broken.failover.selfFence = true;
+  broken.failover.resumeRetryInitialMs = broken.failover.resumeRetryMaxMs + 1;
   const witness = valid();
   witness.node.role = 'witness';
   witness.heartbeat.peers = [witness.heartbeat.listen];

@@ -1,10 +1,20 @@
 /**
- * The drill's timeline and verdict from the agents' log records (shaped as the agent writes them)
- * and QEMU's answers afterwards.
+ * The drill's timeline and verdict from the agents' and the witness's log records (shaped as they
+ * write them) and QEMU's answers afterwards.
  */
 import t from 'tap';
 import type { LogRecord } from '../../src/demo/agent-child.js';
-import { drillVerdict, formatDrillReport, observerEvents, runsSolo, type DrillReport, type SideOutcome } from '../../src/demo/timeline.js';
+import {
+  arbitrationWait,
+  drillVerdict,
+  formatDrillReport,
+  observerEvents,
+  runsAsPrimary,
+  runsSolo,
+  witnessEvents,
+  type DrillReport,
+  type SideOutcome,
+} from '../../src/demo/timeline.js';
 
 const T0 = Date.parse('2026-01-01T12:00:00.000Z');
 const at = (ms: number) => new Date(T0 + ms).toISOString();
@@ -73,6 +83,7 @@ const gone = (side: 'primary' | 'secondary'): SideOutcome => ({ side, qemuAlive:
 function killPrimaryReport(outcomes: SideOutcome[]): DrillReport {
   return {
     kind: 'kill-primary',
+    arbiter: 'none',
     t0: T0,
     fault: 'SIGKILL primary QEMU (pid 10) and its agent (pid 11): the primary host is lost',
     observers: ['secondary'],
@@ -114,6 +125,7 @@ t.test('formatDrillReport: timeline lines in order, end states, outage, verdict'
 t.test('partition: both taking over is named a split brain and fails; one passes; none fails', async (t) => {
   const report = (outcomes: SideOutcome[]): DrillReport => ({
     kind: 'partition',
+    arbiter: 'none',
     t0: T0,
     fault: 'cut',
     observers: ['primary', 'secondary'],
@@ -134,4 +146,151 @@ t.test('partition: both taking over is named a split brain and fails; one passes
   t.ok(lines.includes('  (primary: no detection logged)'), 'a missing detection is said, not hidden');
   t.ok(lines.includes('  note: one machine'));
   t.match(lines.at(-1), /^drill partition: FAIL: arbiter none: both sides took over/);
+});
+
+t.test('partition without an arbiter: one side taking over while the other still runs as COLO primary is a split brain too', async (t) => {
+  const v = drillVerdict({
+    kind: 'partition',
+    arbiter: 'none',
+    t0: T0,
+    fault: 'cut',
+    observers: ['primary', 'secondary'],
+    events: [],
+    outcomes: [inColo('primary'), solo('secondary')],
+    notes: [],
+  });
+  t.equal(v.ok, false);
+  t.equal(v.summary, 'split brain: the secondary took over while the primary still runs its guest (query-status running, COLO mode primary)');
+  t.ok(runsAsPrimary(inColo('primary')));
+  t.notOk(runsAsPrimary(inColo('secondary')), 'a COLO secondary runs no primary');
+  t.notOk(runsAsPrimary({ side: 'primary', qemuAlive: true, status: 'paused', running: false, coloMode: 'none' }), 'a paused guest runs nothing');
+});
+
+/** The partition with the witness, as the three processes log it. */
+const primaryPartition: LogRecord[] = [
+  rec(210, { node: 'colo-a', component: 'failure-detector', detector: 'peer', to: 'down', reason: 'timeout' }),
+  rec(212, { node: 'colo-a', component: 'agent', msg: 'probed the peer QEMU', host: '127.0.0.2', port: 40001, verdict: 'refused', detail: 'ECONNREFUSED' }),
+  rec(220, { node: 'colo-a', level: 'warn', component: 'takeover-gate', msg: 'arbiter granted the takeover', action: 'continue', epoch: 1, by: 'witness colo-w' }),
+  rec(222, { node: 'colo-a', component: 'failover', msg: 'failover starting', sequence: 'primary-failover', reason: 'peer-down; epoch 1 granted by witness colo-w' }),
+  rec(260, { node: 'colo-a', component: 'agent', msg: 'failover done: running solo as primary', sequence: 'primary-failover', durationMs: 38 }),
+];
+const secondaryPartition: LogRecord[] = [
+  rec(205, { component: 'failure-detector', detector: 'peer', to: 'down', reason: 'timeout' }),
+  rec(207, { component: 'agent', msg: 'probed the peer QEMU', host: '127.0.0.1', port: 40002, verdict: 'refused', detail: 'ECONNREFUSED' }),
+  rec(215, {
+    level: 'warn',
+    component: 'agent',
+    msg: 'no takeover',
+    trigger: 'peer-down',
+    step: 'arbiter',
+    reason: 'the witness arbiter did not grant epoch 1: colo-a is alive and holds the lease',
+  }),
+  rec(1215, { level: 'warn', component: 'agent', msg: 'no takeover', trigger: 'peer-down', step: 'stale', reason: 'our epoch 0 is stale' }), // a repeat: not shown
+  rec(221, {
+    level: 'error',
+    component: 'agent',
+    msg: 'stale epoch: another node was granted the guest; staying passive (no failover, no resume as primary)',
+    epoch: 0,
+    newestSeen: 1,
+    from: 'witness colo-w',
+  }),
+];
+const witnessPartition: LogRecord[] = [
+  rec(-500, { node: 'colo-w', component: 'witness', msg: 'witness listening' }),
+  rec(208, { node: 'colo-b', component: 'witness-grants', msg: 'grant requested', action: 'takeover', epoch: 0, holder: 'colo-a' }),
+  rec(213, { node: 'colo-b', component: 'witness', msg: 'arbitration verdict', action: 'takeover', granted: false, epoch: 0, reason: 'colo-a is alive and holds the lease' }),
+  rec(214, { node: 'colo-a', component: 'witness-grants', msg: 'grant requested', action: 'continue', epoch: 0, holder: 'colo-a' }),
+  rec(218, { node: 'colo-a', level: 'warn', component: 'witness', msg: 'arbitration verdict', action: 'continue', granted: true, epoch: 1 }),
+  rec(1213, { node: 'colo-b', component: 'witness', msg: 'arbitration verdict', action: 'takeover', granted: false, epoch: 1, reason: 'stale epoch' }), // a repeat
+];
+
+function witnessPartitionReport(outcomes: SideOutcome[]): DrillReport {
+  return {
+    kind: 'partition',
+    arbiter: 'witness',
+    t0: T0,
+    fault: 'cut heartbeat and replication links both ways',
+    observers: ['primary', 'secondary', 'witness'],
+    events: [
+      { at: T0, label: 'injected' as const, detail: 'cut' },
+      ...observerEvents('primary', primaryPartition, T0),
+      ...observerEvents('secondary', secondaryPartition, T0),
+      ...witnessEvents(witnessPartition, T0),
+    ].sort((a, b) => a.at - b.at),
+    outcomes,
+    notes: [],
+  };
+}
+
+t.test('observerEvents: a grant, a refusal by the arbiter, a stale epoch, a paused and resumed guest', async (t) => {
+  const p = observerEvents('primary', primaryPartition, T0);
+  t.same(p.map((e) => e.label), ['detected', 'probe', 'granted', 'started', 'done']);
+  const granted = p.find((e) => e.label === 'granted');
+  t.equal(granted?.detail, 'continue granted at epoch 1 by witness colo-w');
+  t.equal(granted?.epoch, 1);
+  const s = observerEvents('secondary', secondaryPartition, T0);
+  t.same(s.map((e) => e.label), ['detected', 'probe', 'refused', 'stale'], 'only the first refusal');
+  t.equal(s[2]?.detail, 'no takeover at the arbiter step: the witness arbiter did not grant epoch 1: colo-a is alive and holds the lease');
+  t.equal(s[3]?.detail, 'epoch 1 (from witness colo-w) is newer than ours (0): another node holds the guest; staying passive');
+  const lease = observerEvents(
+    'primary',
+    [
+      rec(700, { level: 'error', component: 'agent', msg: 'guest STOPPED: cut off from the peer and the arbiter, and our lease ran out', reason: 'lease' }),
+      rec(900, { level: 'warn', component: 'agent', msg: 'guest resumed (cont)', was: 'lease', why: 'granted' }),
+    ],
+    T0,
+  );
+  t.same(
+    lease.map((e) => [e.label, e.detail]),
+    [
+      ['paused', 'STOPPED: cut off from the peer and the arbiter, and our lease ran out'],
+      ['resumed', 'guest resumed (granted)'],
+    ],
+  );
+});
+
+t.test('witnessEvents: each node\'s first request, first grant and first refusal, from T0 on', async (t) => {
+  const w = witnessEvents(witnessPartition, T0);
+  t.same(
+    w.map((e) => [e.at - T0, e.label, e.detail]),
+    [
+      [208, 'asked', 'colo-b asks to takeover at epoch 0 (holder colo-a)'],
+      [213, 'verdict', 'refused takeover to colo-b: colo-a is alive and holds the lease'],
+      [214, 'asked', 'colo-a asks to continue at epoch 0 (holder colo-a)'],
+      [218, 'verdict', 'granted continue to colo-a: epoch 1'],
+    ],
+  );
+  t.ok(w.every((e) => e.side === 'witness'));
+  t.equal(w[3]?.epoch, 1);
+});
+
+t.test('partition with the witness: exactly one side takes over, the verdict says who was granted and who was refused', async (t) => {
+  const r = witnessPartitionReport([solo('primary'), inColo('secondary')]);
+  const v = drillVerdict(r);
+  t.same(v, {
+    ok: true,
+    survivor: 'primary',
+    outageMs: 260,
+    summary: 'only the primary took over (granted epoch 1 by the witness); the secondary was refused and stayed passive (stale epoch): no split brain',
+  });
+  const lines = formatDrillReport(r);
+  t.ok(lines.includes('  +  218 ms  verdict   witness: granted continue to colo-a: epoch 1'));
+  t.ok(lines.includes('  +  215 ms  refused   secondary: no takeover at the arbiter step: the witness arbiter did not grant epoch 1: colo-a is alive and holds the lease'));
+  t.ok(lines.includes('  +  220 ms  granted   primary: continue granted at epoch 1 by witness colo-w'));
+  t.notOk(lines.some((l) => /witness: no detection logged/.test(l)), 'the witness detects nothing: not reported as missing');
+  t.ok(lines.includes('  of which arbitration: 10 ms (detection -> the witness\'s grant of epoch 1)'));
+  t.equal(lines.at(-1), 'drill partition: PASS: only the primary took over (granted epoch 1 by the witness); the secondary was refused and stayed passive (stale epoch): no split brain');
+  const both = drillVerdict(witnessPartitionReport([solo('primary'), solo('secondary')]));
+  t.equal(both.ok, false);
+  t.equal(both.summary, 'SPLIT BRAIN despite the witness arbiter: both sides took over (see the grants above)');
+  const none = drillVerdict(witnessPartitionReport([inColo('primary'), inColo('secondary')]));
+  t.equal(none.ok, false);
+  t.match(none.summary, /neither side took over/);
+});
+
+t.test('arbitrationWait: from detection to the grant, only with an arbiter', async (t) => {
+  const r = witnessPartitionReport([solo('primary'), inColo('secondary')]);
+  t.same(arbitrationWait(r, 'primary'), { ms: 10, from: 'detection', epoch: 1 });
+  t.equal(arbitrationWait(r, 'secondary'), undefined, 'never granted');
+  t.equal(arbitrationWait({ ...r, arbiter: 'none' }, 'primary'), undefined);
 });

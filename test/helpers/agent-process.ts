@@ -242,8 +242,10 @@ export interface StartAgentOptions {
   sets: string[];
   /** Stop the agent at this test's teardown. */
   t?: Teardownable;
-  /** How long to wait for "heartbeat links started". Default 15000. */
+  /** How long to wait for the ready record. Default 15000. */
   readyTimeoutMs?: number;
+  /** The record that says the process is ready. Default: "heartbeat links started" (an agent; a witness logs "witness listening"). */
+  ready?: LogPredicate;
 }
 
 export class AgentProcess {
@@ -290,7 +292,7 @@ export class AgentProcess {
     const agent = new AgentProcess(opts.name, args);
     opts.t?.teardown(() => agent.stop());
     try {
-      await agent.waitForLog(logMsg('heartbeat links started'), opts.readyTimeoutMs ?? 15_000);
+      await agent.waitForLog(opts.ready ?? logMsg('heartbeat links started'), opts.readyTimeoutMs ?? 15_000);
     } catch (err) {
       await agent.stop();
       const detail = `${opts.name} agent did not start: ${(err as Error).message}\nstderr: ${agent.stderrText().trim() || '(empty)'}`;

@@ -9,13 +9,20 @@
  *   waiting until both see the peer up and their QEMU in its COLO mode;
  * - journal helpers: read the agent's failover journal, and act the moment it shows a state
  *   (synchronously inside the fs.watch callback, so a SIGSTOP lands as early as possible);
- * - failoverTiming(): what the survivor logged about its failover, with wall-clock latencies.
+ * - failoverTiming(): what the survivor logged about its failover, with wall-clock latencies;
+ * - arbitration (the split-brain tests): `arbiter: { mode: 'witness' }` also starts a witness
+ *   (a third `colo-agent run`, config/examples/witness.yaml, on 127.0.0.3 with a free port, its own
+ *   state dir, the same key) and points both agents at it; `arbiter: { mode: 'etcd', endpoints }`
+ *   points them at an etcd under a prefix of their own; `statusEndpoints` turns each agent's
+ *   metrics endpoint on, for /status.
  *
  * Every agent runs the built CLI (dist/): `npm test` and `npm run bench:failover` build first.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { AgentStatus } from '../../src/agent.js';
 import { keygen } from '../../src/commands/keygen.js';
 import { JOURNAL_FILE_NAME, type JournalDecision, type JournalRoleRecord } from '../../src/colo/journal.js';
 import type { ColoConfig } from '../../src/config/types.js';
@@ -24,6 +31,7 @@ import {
   AgentPortInUseError,
   EXAMPLE_CONFIGS,
   freePort,
+  logMsg,
   logTimeMs,
   startAgent,
   type AgentProcess,
@@ -33,9 +41,13 @@ import {
   type StartAgentOptions,
 } from './agent-process.js';
 import type { ColoRole, ColoSide } from './colo-pair.js';
+import { httpRequest } from './http.js';
 import type { Teardownable } from './short-temp-dir.js';
 
 export { AGENT_HOSTS };
+/** The witness's host in the loopback topology (config/examples/witness.yaml). */
+export const WITNESS_HOST = '127.0.0.3';
+export const WITNESS_CONFIG = EXAMPLE_CONFIGS.primary.replace(/primary\.yaml$/, 'witness.yaml');
 export const otherSide = (side: ColoRole): ColoRole => (side === 'primary' ? 'secondary' : 'primary');
 
 /** Every key of the `colo` section as `colo.KEY=VALUE` (ids as `colo.ids.KEY=VALUE`). */
@@ -74,6 +86,42 @@ export interface ColoAgentsOptions {
   waitReady?: boolean;
   /** Default 20000. */
   readyTimeoutMs?: number;
+  /** Arbitration: a witness started with the agents, or an etcd they use. Default: none (arbiter.mode as in the example configs). */
+  arbiter?: WitnessArbiterSpec | EtcdArbiterSpec;
+  /** Turn each agent's metrics endpoint on (a free port on its host), for status(). Default false. */
+  statusEndpoints?: boolean;
+}
+
+export interface WitnessArbiterSpec {
+  mode: 'witness';
+  /** arbiter.leaseMs on the witness and both agents. Default 500. */
+  leaseMs?: number;
+  /** More `key=value` overrides for the witness. */
+  sets?: string[];
+}
+
+export interface EtcdArbiterSpec {
+  mode: 'etcd';
+  /** etcd client URLs, the same for both agents or per side (e.g. each through its own forwarder). */
+  endpoints: string[] | ((side: ColoRole) => string[]);
+  /** Default: a new unique prefix per pair of agents. */
+  prefix?: string;
+  /** arbiter.etcd.leaseTtlSeconds. Default 1 (needs startEtcd({ fast: true }); etcd raises it to 2 otherwise). */
+  leaseTtlSeconds?: number;
+}
+
+/** An agent's (or the witness's) GET /status, as JSON. */
+export type AgentStatusJson = Omit<AgentStatus, 'epoch'> & { epoch?: NonNullable<AgentStatus['epoch']> };
+
+export interface WitnessStatusJson {
+  node: string;
+  role: 'witness';
+  state: string;
+  epoch: number;
+  holder?: string;
+  leaseRemainingMs?: number;
+  pending: string[];
+  links: Array<{ link: string; peer?: string; state: string; rttMs?: number }>;
 }
 
 export interface ColoAgents {
@@ -86,12 +134,26 @@ export interface ColoAgents {
   journalPath(side: ColoRole): string;
   /** The agent's start options (config file and --set list), for a restart by hand. */
   startOptions(side: ColoRole): StartAgentOptions;
+  /** HOST:PORT of each agent's heartbeat listener. */
+  readonly heartbeatListen: Readonly<Record<ColoRole, string>>;
+  /** The witness process (with `arbiter.mode` witness); replaced by restartWitness(). */
+  witness: AgentProcess | undefined;
+  /** HOST:PORT the agents dial for the witness (with `arbiter.mode` witness). */
+  readonly witnessAddress: string | undefined;
+  /** HOST:PORT of each agent's /status (with statusEndpoints). */
+  statusAddress(side: ColoRole): string | undefined;
+  /** GET /status of an agent; rejects without statusEndpoints or when it does not answer. */
+  status(side: ColoRole, timeoutMs?: number): Promise<AgentStatusJson>;
+  /** GET /status of the witness. */
+  witnessStatus(timeoutMs?: number): Promise<WitnessStatusJson>;
+  /** Start the witness again (SIGKILLing it first if it still runs), with its state dir as it was. */
+  restartWitness(): Promise<AgentProcess>;
   /**
    * SIGKILL this side's agent (if it still runs), then start a fresh process with the same config
    * and state dir. Resolves once it has started its heartbeat links.
    */
   restart(side: ColoRole): Promise<AgentProcess>;
-  /** Stop both agents (SIGTERM, then SIGKILL) and remove the temp dir. Idempotent. */
+  /** Stop both agents and the witness (SIGTERM, then SIGKILL) and remove the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -137,11 +199,11 @@ export async function startColoAgents(pair: ColoAgentsTarget, opts: ColoAgentsOp
 async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promise<ColoAgents> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-fo-'));
   const keyFile = join(dir, 'heartbeat.key');
-  const procs: Partial<Record<ColoRole, AgentProcess>> = {};
+  const procs: Partial<Record<ColoRole | 'witness', AgentProcess>> = {};
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
-      await Promise.allSettled([procs.primary?.stop(), procs.secondary?.stop()]);
+      await Promise.allSettled([procs.primary?.stop(), procs.secondary?.stop(), procs.witness?.stop()]);
       rmSync(dir, { recursive: true, force: true });
     })();
     return stopped;
@@ -152,6 +214,24 @@ async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promi
     const port: Record<ColoRole, number> = { primary: await freePort(AGENT_HOSTS.primary), secondary: await freePort(AGENT_HOSTS.secondary) };
     const hb = { ...FAST_HEARTBEAT, ...opts.heartbeat };
     const stateDir = (side: ColoRole) => join(dir, side);
+    const heartbeatListen: Record<ColoRole, string> = { primary: `${AGENT_HOSTS.primary}:${port.primary}`, secondary: `${AGENT_HOSTS.secondary}:${port.secondary}` };
+    const metrics: Partial<Record<ColoRole, string>> = {};
+    if (opts.statusEndpoints) {
+      for (const side of ['primary', 'secondary'] as const) metrics[side] = `${AGENT_HOSTS[side]}:${await freePort(AGENT_HOSTS[side])}`;
+    }
+    const arb = opts.arbiter;
+    const leaseMs = arb?.mode === 'witness' ? (arb.leaseMs ?? 500) : undefined;
+    const witnessAddress = arb?.mode === 'witness' ? `${WITNESS_HOST}:${await freePort(WITNESS_HOST)}` : undefined;
+    const witnessMetrics = arb?.mode === 'witness' ? `${WITNESS_HOST}:${await freePort(WITNESS_HOST)}` : undefined;
+    const etcdPrefix = arb?.mode === 'etcd' ? (arb.prefix ?? `/colo-test/${process.pid}-${randomBytes(4).toString('hex')}`) : undefined;
+    const arbiterSets = (side: ColoRole): string[] => {
+      if (arb?.mode === 'witness') return ['arbiter.mode=witness', `arbiter.witness=${witnessAddress}`, `arbiter.leaseMs=${leaseMs}`];
+      if (arb?.mode === 'etcd') {
+        const endpoints = typeof arb.endpoints === 'function' ? arb.endpoints(side) : arb.endpoints;
+        return ['arbiter.mode=etcd', `arbiter.etcd.endpoints=${endpoints.join(',')}`, `arbiter.etcd.prefix=${etcdPrefix}`, `arbiter.etcd.leaseTtlSeconds=${arb.leaseTtlSeconds ?? 1}`];
+      }
+      return [];
+    };
     const startOptions = (side: ColoRole): StartAgentOptions => {
       const peer = otherSide(side);
       return {
@@ -161,19 +241,40 @@ async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promi
           `node.stateDir=${stateDir(side)}`,
           `qemu.qmp=${pair.side(side).agentQmpAddress}`,
           `heartbeat.keyFile=${keyFile}`,
-          `heartbeat.listen=${AGENT_HOSTS[side]}:${port[side]}`,
-          `heartbeat.peers=${AGENT_HOSTS[peer]}:${port[peer]}`,
+          `heartbeat.listen=${heartbeatListen[side]}`,
+          `heartbeat.peers=${heartbeatListen[peer]}`,
           ...Object.entries(hb).map(([k, v]) => `heartbeat.${k}=${v}`),
-          'metrics.listen=',
+          `metrics.listen=${metrics[side] ?? ''}`,
           `log.level=${opts.logLevel ?? 'info'}`,
           ...coloSets(pair.colo),
           ...Object.entries(opts.failover ?? {}).map(([k, v]) => `failover.${k}=${String(v)}`),
+          ...arbiterSets(side),
           ...(opts.sets ?? []),
           ...(opts.setsFor?.(side) ?? []),
         ],
       };
     };
+    const witnessStartOptions = (): StartAgentOptions => ({
+      name: 'witness',
+      config: WITNESS_CONFIG,
+      ready: logMsg('witness listening'),
+      sets: [
+        `node.stateDir=${join(dir, 'witness')}`,
+        `heartbeat.keyFile=${keyFile}`,
+        `heartbeat.listen=${witnessAddress}`,
+        `heartbeat.intervalMs=${hb.intervalMs}`,
+        `metrics.listen=${witnessMetrics}`,
+        `log.level=${opts.logLevel ?? 'info'}`,
+        `arbiter.leaseMs=${leaseMs}`,
+        ...(arb?.mode === 'witness' ? (arb.sets ?? []) : []),
+      ],
+    });
     for (const side of ['primary', 'secondary'] as const) mkdirSync(stateDir(side), { recursive: true });
+    // The witness first, so that the agents find it at their first dial.
+    if (witnessAddress) {
+      mkdirSync(join(dir, 'witness'), { recursive: true });
+      procs.witness = await startAgent(witnessStartOptions());
+    }
     const started = await Promise.allSettled(
       (['primary', 'secondary'] as const).map(async (side) => (procs[side] = await startAgent(startOptions(side)))),
     );
@@ -188,6 +289,32 @@ async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promi
       stateDir,
       journalPath: (side) => join(stateDir(side), JOURNAL_FILE_NAME),
       startOptions,
+      heartbeatListen,
+      witness: procs.witness,
+      witnessAddress,
+      statusAddress: (side) => metrics[side],
+      status: (side, timeoutMs = 2000) => {
+        const at = metrics[side];
+        if (!at) return Promise.reject(new Error('no status endpoint: start the agents with statusEndpoints: true'));
+        return getJson<AgentStatusJson>(at, timeoutMs);
+      },
+      witnessStatus: (timeoutMs = 2000) => {
+        if (!witnessMetrics) return Promise.reject(new Error('no witness: start the agents with arbiter: { mode: "witness" }'));
+        return getJson<WitnessStatusJson>(witnessMetrics, timeoutMs);
+      },
+      restartWitness: async () => {
+        if (!witnessAddress) throw new Error('no witness: start the agents with arbiter: { mode: "witness" }');
+        const old = procs.witness;
+        if (old) {
+          old.kill('SIGKILL');
+          old.kill('SIGCONT');
+          await old.exited;
+        }
+        const next = await startAgent(witnessStartOptions());
+        procs.witness = next;
+        agents.witness = next;
+        return next;
+      },
       restart: async (side) => {
         const old = agents[side];
         old.kill('SIGKILL');
@@ -206,6 +333,12 @@ async function startOnce(pair: ColoAgentsTarget, opts: ColoAgentsOptions): Promi
     await stop();
     throw err;
   }
+}
+
+async function getJson<T>(hostPort: string, timeoutMs: number): Promise<T> {
+  const reply = await httpRequest(hostPort, '/status', { timeoutMs });
+  if (reply.status !== 200) throw new Error(`GET http://${hostPort}/status: HTTP ${reply.status}`);
+  return JSON.parse(reply.body) as T;
 }
 
 // ---- the failover journal ----

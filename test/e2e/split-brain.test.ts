@@ -1,0 +1,257 @@
+/**
+ * Split brain (issue 6), end to end: real agent processes (`node dist/cli.js run`) on a real QEMU
+ * COLO pair, a real arbiter (a witness agent process on 127.0.0.3, or a real etcd), and real
+ * partitions (iptables DROP on loopback, test/helpers/partition.ts). What ran the guest is asked
+ * of QEMU itself through the harness's own QMP socket, and followed from QEMU's events so that
+ * not even a moment of two running primaries goes unseen (test/helpers/split-brain.ts).
+ *
+ * The subtests run one after another; each brings up its own pair, agents and arbiter. They
+ * skip, saying why, without QEMU that can do COLO, without iptables (root), or without etcd.
+ * They assert outcomes, never speeds; the handover gap QEMU's stamps show is printed as a comment.
+ *
+ * dist/ must be built (`npm test` does it first).
+ */
+import t, { type Test } from 'tap';
+import { killAllChildren, logMsg, requireBuiltCli, sleep, type AgentProcess } from '../helpers/agent-process.js';
+import { failoverDone, failoverStarting } from '../helpers/colo-agents.js';
+import { etcdAvailable, startEtcd } from '../helpers/etcd-server.js';
+import {
+  describeObservation,
+  grantedTakeover,
+  guestStopped,
+  startRig,
+  type ArbiterKind,
+  type Observation,
+  type Rig,
+} from '../helpers/split-brain.js';
+import type { ColoRole } from '../helpers/colo-pair.js';
+
+const WAIT_MS = 15_000;
+
+t.setTimeout(10 * 60_000);
+t.teardown(killAllChildren);
+
+/** The log tails of every process, for a failure message. */
+function tails(rig: Rig, lines = 30): string {
+  const procs: AgentProcess[] = [rig.agents.primary, rig.agents.secondary, ...(rig.agents.witness ? [rig.agents.witness] : [])];
+  return procs.map((p) => p.tail(lines)).join('\n');
+}
+
+/** Exactly `side` runs the guest as primary now, and never were there two at once. */
+function assertOnlyRunningPrimary(t: Test, rig: Rig, obs: Observation, side: ColoRole, when: string): void {
+  t.same(obs.runningPrimaries, [side], `${when}: exactly one running primary, the ${side} (${describeObservation(obs)})`);
+  assertNeverTwo(t, rig);
+}
+
+function assertNeverTwo(t: Test, rig: Rig): void {
+  const overlaps = rig.watch.overlaps();
+  t.same(overlaps, [], `at no moment did both QEMUs run the guest as primary (by QEMU's event stamps)${overlaps.length ? `\n${rig.watch.describe()}` : ''}`);
+  const gap = rig.watch.handoverGapMs();
+  if (gap !== undefined) t.comment(`handover: the new primary started ${gap.toFixed(1)} ms after the old one stopped (QEMU event stamps)`);
+}
+
+/** Wait for a log record; on timeout fail with every process's tail instead of throwing. */
+async function expectLog(t: Test, rig: Rig, agent: AgentProcess, predicate: Parameters<AgentProcess['waitForLog']>[0], what: string, since = 0): Promise<boolean> {
+  try {
+    await agent.waitForLog(predicate, WAIT_MS, { since });
+    t.pass(what);
+    return true;
+  } catch (err) {
+    t.fail(`${what}: ${(err as Error).message.split('\n')[0]}\n${tails(rig)}`);
+    return false;
+  }
+}
+
+async function etcdOrSkip(t: Test) {
+  const avail = etcdAvailable();
+  if (!avail.available) {
+    t.pass('etcd', { skip: avail.reason });
+    return undefined;
+  }
+  return startEtcd({ t, fast: true });
+}
+
+async function rigFor(t: Test, arbiter: ArbiterKind): Promise<Rig | undefined> {
+  if (arbiter === 'witness') return startRig(t, { arbiter });
+  const etcd = await etcdOrSkip(t);
+  if (!etcd) return undefined;
+  return startRig(t, { arbiter, etcd });
+}
+
+const epochOf = (o: Observation, side: ColoRole) => o.sides[side].agent?.epoch?.epoch;
+
+/** Test 1 (and its etcd twin): the link between the two hosts is cut, both still reach the arbiter. */
+async function linkCut(t: Test, arbiter: ArbiterKind): Promise<void> {
+  const rig = await rigFor(t, arbiter);
+  if (!rig) return;
+  const { agents } = rig;
+  const sinceS = agents.secondary.cursor();
+  await rig.cutPair();
+  if (!(await expectLog(t, rig, agents.primary, failoverDone, 'the primary continues alone (primary-failover done)'))) return;
+  const during = await rig.waitFor((o) => o.sides.primary.agent?.state === 'solo', WAIT_MS);
+  assertOnlyRunningPrimary(t, rig, during.obs, 'primary', 'during the cut');
+  t.equal(epochOf(during.obs, 'primary'), 1, 'the primary holds epoch 1 (its continue grant)');
+  t.equal(during.obs.sides.primary.qemu.mode, 'none', 'its QEMU left COLO (primary failover)');
+  t.equal(during.obs.sides.secondary.qemu.mode, 'secondary', 'the secondary QEMU is still a COLO secondary');
+  t.equal(agents.secondary.find(failoverStarting, sinceS), undefined, 'the secondary started no failover');
+  t.not(epochOf(during.obs, 'secondary'), 1, 'the secondary was not granted an epoch');
+
+  await rig.heal();
+  const after = await rig.waitFor((o) => o.sides.secondary.agent?.epoch?.stale === true && o.sides.secondary.agent?.state === 'stale', WAIT_MS);
+  t.ok(after.ok, `after the heal the secondary is stale (${describeObservation(after.obs)})`);
+  await sleep(500);
+  const settled = await rig.observe();
+  assertOnlyRunningPrimary(t, rig, settled, 'primary', 'after the heal');
+  t.equal(agents.secondary.find(failoverStarting, sinceS), undefined, 'and the secondary never started a failover');
+}
+
+/**
+ * Test 2 (and its etcd twin): the primary is cut from its peer and from the arbiter.
+ *
+ * Known product issue, asserted as TODO: on QEMU 7.2 the agent's QMP `stop` pauses the vCPUs and
+ * emits STOP at once, but the command does not return while the partition lasts (QEMU then drains
+ * and flushes its disks, and the replication disk's NBD child waits on the unreachable secondary),
+ * so the agent logs "could not stop the guest" instead of "guest STOPPED" and its QMP stays hung
+ * until the heal. The guest IS paused (QEMU's STOP event, and query-status after the heal).
+ */
+async function primaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
+  const rig = await rigFor(t, arbiter);
+  if (!rig) return;
+  const { agents } = rig;
+  const sinceP = agents.primary.cursor();
+  await rig.isolate('primary');
+  if (!(await expectLog(t, rig, agents.secondary, failoverDone, 'the secondary takes over (secondary-failover done)'))) return;
+  const during = await rig.waitFor((o) => o.sides.secondary.agent?.state === 'solo' && o.sides.primary.qemu.running === false, WAIT_MS);
+  t.ok(during.ok, `the isolated primary's guest is paused (${describeObservation(during.obs)})`);
+  assertOnlyRunningPrimary(t, rig, during.obs, 'secondary', 'during the isolation');
+  t.equal(epochOf(during.obs, 'secondary'), 1, 'the secondary holds epoch 1');
+  t.equal(during.obs.sides.primary.agent?.guestStopped, 'lease', "the primary's status says guestStopped: lease");
+  t.equal(agents.primary.find(failoverStarting, sinceP), undefined, 'the isolated primary started no failover');
+  const stopped = agents.primary.find(guestStopped, sinceP);
+  const couldNot = agents.primary.find(logMsg('could not stop the guest'), sinceP);
+  t.ok(stopped, "the agent's QMP stop completed ('guest STOPPED' logged)", {
+    todo: couldNot ? `QMP stop hung on QEMU 7.2 (${String((couldNot.record?.err as { message?: string } | undefined)?.message)}): the vCPUs were paused (STOP event) but the command returns only after the heal` : false,
+  });
+
+  await rig.heal();
+  const after = await rig.waitFor((o) => o.sides.primary.agent?.state === 'stale' && o.sides.primary.qemu.fromEvents !== true, WAIT_MS);
+  t.ok(after.ok, `after the heal the old primary is stale and its QMP answers (${describeObservation(after.obs)})`);
+  await sleep(1000);
+  const settled = await rig.observe();
+  t.equal(settled.sides.primary.qemu.status, 'paused', 'its guest stays paused (query-status)');
+  t.equal(settled.sides.primary.agent?.epoch?.stale, true, 'its epoch is marked stale');
+  assertOnlyRunningPrimary(t, rig, settled, 'secondary', 'after the heal');
+  t.equal(agents.primary.find(logMsg('guest resumed (cont)'), sinceP), undefined, 'the old primary never resumed its guest');
+}
+
+if (requireBuiltCli(t)) {
+  t.test('witness: link cut, witness reachable from both: exactly one side acts (the primary continues)', (t) => linkCut(t, 'witness'));
+
+  t.test('witness: primary isolated from peer and witness: it pauses, the secondary takes over', (t) => primaryIsolated(t, 'witness'));
+
+  t.test('witness: secondary isolated from peer and witness: the primary continues, the secondary does nothing', async (t) => {
+    const rig = await startRig(t, { arbiter: 'witness' });
+    if (!rig) return;
+    const { agents } = rig;
+    const sinceS = agents.secondary.cursor();
+    await rig.isolate('secondary');
+    if (!(await expectLog(t, rig, agents.primary, failoverDone, 'the primary continues alone (primary-failover done)'))) return;
+    const during = await rig.waitFor((o) => o.sides.primary.agent?.state === 'solo', WAIT_MS);
+    assertOnlyRunningPrimary(t, rig, during.obs, 'primary', 'during the isolation');
+    t.equal(epochOf(during.obs, 'primary'), 1, 'the primary holds epoch 1');
+    t.equal(during.obs.sides.secondary.qemu.mode, 'secondary', 'the secondary QEMU is untouched (COLO secondary)');
+    await sleep(1000);
+    t.equal(agents.secondary.find(failoverStarting, sinceS), undefined, 'the isolated secondary started no failover');
+    t.ok(agents.secondary.find(logMsg('asked the witness'), sinceS), 'it asked the witness (out of reach: no verdict)');
+    t.notOk(agents.secondary.find(grantedTakeover, sinceS), 'and was granted nothing');
+
+    await rig.heal();
+    const after = await rig.waitFor((o) => o.sides.secondary.agent?.state === 'stale', WAIT_MS);
+    t.ok(after.ok, `after the heal the secondary is stale (${describeObservation(after.obs)})`);
+    assertOnlyRunningPrimary(t, rig, after.obs, 'primary', 'after the heal');
+  });
+
+  t.test('witness down (SIGKILL) with the pair healthy: nothing happens', async (t) => {
+    const rig = await startRig(t, { arbiter: 'witness' });
+    if (!rig) return;
+    const { agents } = rig;
+    const since = { primary: agents.primary.cursor(), secondary: agents.secondary.cursor() };
+    agents.witness!.kill('SIGKILL');
+    const unreachable = await rig.waitFor((o) => o.sides.primary.agent?.arbiter.reachable === false && o.sides.secondary.agent?.arbiter.reachable === false, WAIT_MS);
+    t.ok(unreachable.ok, `both agents notice the witness is gone (${describeObservation(unreachable.obs)})`);
+    // Sample for a few seconds: both stay peer-up, no guest stops, no failover.
+    const seen = new Set<string>();
+    const end = Date.now() + 4000;
+    while (Date.now() < end) {
+      const o = await rig.observe();
+      for (const side of ['primary', 'secondary'] as const) seen.add(`${side}:${o.sides[side].agent?.state}:${o.sides[side].qemu.mode}:${o.sides[side].qemu.status}`);
+      await sleep(200);
+    }
+    t.same([...seen].sort(), ['primary:peer-up:primary:running', 'secondary:peer-up:secondary:running'], 'both stayed peer-up, QEMUs running in their COLO modes');
+    for (const side of ['primary', 'secondary'] as const) {
+      const a = agents.agent(side);
+      t.equal(a.find((r) => typeof r.msg === 'string' && r.msg.startsWith('agent state '), since[side]), undefined, `the ${side} agent changed no state`);
+      t.equal(a.find((r) => guestStopped(r) || failoverStarting(r), since[side]), undefined, `the ${side} agent stopped no guest and started no failover`);
+    }
+    const o = await rig.observe();
+    assertOnlyRunningPrimary(t, rig, o, 'primary', 'with the witness down');
+
+    // And it comes back: the primary holds its lease again.
+    await rig.agents.restartWitness();
+    const back = await rig.waitFor((o) => (o.sides.primary.agent?.arbiter.leaseRemainingMs ?? 0) > 0 && o.sides.secondary.agent?.arbiter.reachable === true, WAIT_MS);
+    t.ok(back.ok, `a restarted witness is reached again and renews the primary's lease (${describeObservation(back.obs)})`);
+  });
+
+  t.test('witness: flapping partition: never two running primaries, a consistent end', async (t) => {
+    const rig = await startRig(t, { arbiter: 'witness' });
+    if (!rig) return;
+    const seed = Number(process.env.COLO_FLAP_SEED ?? Date.now() % 2 ** 31);
+    const { mulberry32 } = await import('../helpers/prng.js');
+    const rnd = mulberry32(seed);
+    const cycles = 6;
+    const steps: string[] = [];
+    let maxRunning = 0;
+    for (let i = 0; i < cycles; i++) {
+      const cutMs = 200 + Math.round(rnd() * 200);
+      const healMs = 200 + Math.round(rnd() * 200);
+      await rig.cutPair();
+      await sleep(cutMs);
+      maxRunning = Math.max(maxRunning, (await rig.observe()).runningPrimaries.length);
+      await rig.heal();
+      await sleep(healMs);
+      maxRunning = Math.max(maxRunning, (await rig.observe()).runningPrimaries.length);
+      steps.push(`cut ${cutMs} ms / joined ${healMs} ms`);
+    }
+    t.comment(`flap seed=${seed} (COLO_FLAP_SEED): ${steps.join(', ')}`);
+    t.ok(maxRunning <= 1, `never two running primaries in the samples (max ${maxRunning})`);
+    // Let it settle: no decision in flight any more.
+    const busy = new Set(['failing-over', 'peer-suspect', 'peer-down', 'arbitrating']);
+    const settled = await rig.waitFor(
+      (o) => ['primary', 'secondary'].every((s) => !busy.has(String(o.sides[s as ColoRole].agent?.state))),
+      WAIT_MS,
+    );
+    t.ok(settled.ok, `the agents settle (${describeObservation(settled.obs)})`);
+    const o = settled.obs;
+    assertOnlyRunningPrimary(t, rig, o, o.runningPrimaries[0] ?? 'primary', 'after the flapping');
+    const p = o.sides.primary.agent;
+    const s = o.sides.secondary.agent;
+    if (p?.state === 'solo' || s?.state === 'solo') {
+      const winner: ColoRole = p?.state === 'solo' ? 'primary' : 'secondary';
+      const loser: ColoRole = winner === 'primary' ? 'secondary' : 'primary';
+      t.comment(`the flapping ended in a failover: ${winner} solo at epoch ${epochOf(o, winner)}`);
+      t.same(o.runningPrimaries, [winner], 'the side that failed over runs the guest');
+      t.equal(o.sides[loser].agent?.state, 'stale', 'the other side is stale');
+    } else {
+      t.comment('the flapping ended with the pair still joined');
+      t.equal(p?.state, 'peer-up', 'primary peer-up');
+      t.equal(s?.state, 'peer-up', 'secondary peer-up');
+      t.equal(o.sides.primary.qemu.mode, 'primary', 'the primary QEMU still COLO primary');
+      t.equal(o.sides.secondary.qemu.mode, 'secondary', 'the secondary QEMU still COLO secondary');
+      t.equal(epochOf(o, 'primary'), 0, 'no epoch was granted');
+    }
+  });
+
+  t.test('etcd: link cut, etcd reachable from both: exactly one side acts (the primary continues)', (t) => linkCut(t, 'etcd'));
+
+  t.test('etcd: primary isolated from peer and etcd: it pauses, the secondary takes over', (t) => primaryIsolated(t, 'etcd'));
+}
