@@ -36,6 +36,8 @@ import { HeartbeatLinks, type HeartbeatEvent, type PeerMessageEvent } from './he
 import type { HealthSummary } from './heartbeat/messages.js';
 import type { Logger } from './log.js';
 import { QmpClient, type QmpEvent, type QmpStatusChange } from './qmp/index.js';
+import { QemuLaunchController } from './qemu/launch-controller.js';
+import type { QemuSupervisorStatus } from './qemu/supervisor.js';
 import { systemClock, type Clock, type TimerHandle } from './util/clock.js';
 
 /**
@@ -117,7 +119,7 @@ export interface AgentStatus {
   state: AgentState;
   peer: { name?: string; session?: string; state: DetectorState; silentForMs?: number; qemuReachable?: boolean };
   links: LinkStatus[];
-  qemu: { qmp: string; status: string; version?: string; colo: ColoStatus };
+  qemu: { qmp: string; status: string; version?: string; colo: ColoStatus; launch?: QemuSupervisorStatus };
   lastFailover?: LastFailover;
   /** Maintenance mode (`colo-agent maintenance on`): no automatic takeover starts while on. */
   maintenance: { on: boolean; reason?: string; since?: string };
@@ -299,6 +301,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private preparing = false;
   private lastPrepareCheck = -Infinity;
   private announceTimer: TimerHandle | undefined;
+  /** qemu.launch: the agent starts its own (fresh secondary) QEMU; undefined when off. */
+  readonly launcher: QemuLaunchController | undefined;
 
   /** The running config: changed after construction by setConfig() only. */
   private cfg: AgentConfig;
@@ -329,6 +333,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       clock: this.clock,
       logger: deps.logger,
     });
+
+    if (cfg.qemu.launch.enabled) {
+      this.launcher = new QemuLaunchController({ launch: cfg.qemu.launch, stateDir: cfg.node.stateDir, qmp: cfg.qemu.qmp, clock: this.clock, logger: deps.logger });
+    }
 
     this.peer = new FailureDetector({ ...this.detectorTunables(), name: 'peer', clock: this.clock, logger: deps.logger });
     this.links = new HeartbeatLinks({
@@ -418,6 +426,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.colo.start();
     this.scheduleRttLog();
     this.scheduleGuard();
+    if (this.launcher) void this.startLauncher();
 
     const open = journal.unfinished();
     const last = journal.current();
@@ -468,7 +477,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.colo.stop();
     this.peer.stop();
     for (const d of this.linkDetectors.values()) d.stop();
-    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close(), this.arbiter.close()]);
+    // The launched QEMU outlives a planned stop: the guest must not go down with the agent.
+    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close(), this.arbiter.close(), this.launcher?.stop()]);
     this.setState('stopped', reason);
   }
 
@@ -527,6 +537,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         status: this.qmp.status,
         version: version ? `${version.major}.${version.minor}.${version.micro}` : undefined,
         colo: this.colo.status,
+        ...(this.launcher && { launch: this.launcher.status() }),
       },
       lastFailover: this.lastFailover,
       maintenance: m ? { on: true, reason: m.reason, since: m.since } : { on: false },
@@ -655,7 +666,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.peer.beat(e.receivedAt);
     // Paused for a lost lease, and the peer is back as our secondary at our epoch: it did not
     // take over (a takeover raises the epoch it sends), so the guest is still ours to run.
-    if (this.guestStoppedBy === 'lease' && this.epochs && e.epoch <= this.epochs.epoch && e.summary.coloMode === 'secondary') {
+    // Only once the detector counts the peer up again: a single frame through a flapping link
+    // would resume the guest that the guard pauses again a moment later.
+    if (this.guestStoppedBy === 'lease' && this.peer.state === 'up' && this.epochs && e.epoch <= this.epochs.epoch && e.summary.coloMode === 'secondary') {
       void this.resumeGuest('the peer is back as our secondary at our epoch');
     }
     // The heartbeat carries the same news as the peer-qemu-gone message, in case that was lost.
@@ -694,6 +707,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const sent = this.links.send('peer-qemu-gone', { reason: c.reason });
       this.log.error({ reason: c.reason, toldPeerOnLinks: sent }, 'our QEMU is gone');
       if (this.current !== 'failing-over') this.setState('qemu-lost', `QMP closed: ${c.reason}`);
+      this.maybeLaunch('our QEMU is gone');
     }
     if (c.to === 'ready' && this.current === 'qemu-lost') this.setState(PEER_TO_AGENT[this.peer.state], 'QEMU reachable again');
   }
@@ -793,6 +807,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       if (!decision.act) {
         this.log.warn({ trigger, reason: decision.reason, colo, probe }, 'no takeover');
+        // A retry after "not now" from the gate: the reason to take over is gone, so is arbitrating.
+        if (this.current === 'arbitrating') this.setState(PEER_TO_AGENT[this.peer.state], `no takeover: ${decision.reason}`);
         if (decision.retry && this.peer.state === 'down') {
           this.setState('peer-agent-lost', decision.reason);
           this.scheduleReprobe();
@@ -811,7 +827,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.log.warn({ trigger, reason: `maintenance mode: automatic failover suspended (${late.reason || 'no reason given'})`, since: late.since }, 'no takeover');
         return;
       }
-      const gate = await this.gate!.pass(decision.sequence === 'secondary-failover' ? 'takeover' : 'continue');
+      const action = decision.sequence === 'secondary-failover' ? 'takeover' : 'continue';
+      // Visible while the witness holds the request (it waits out the primary's lease).
+      if (this.arbiter.mode !== 'none') this.setState('arbitrating', `asking the ${this.arbiter.mode} arbiter for epoch ${this.epochs!.epoch + 1} (${action}): ${decision.reason}`);
+      const gate = await this.gate!.pass(action);
       if (!gate.pass) {
         this.log.warn({ trigger, step: gate.step, reason: gate.reason }, 'no takeover');
         if (gate.step === 'stale') this.becomeStale(this.epochs!.snapshot().newestSeenFrom ?? 'the arbiter');
@@ -866,6 +885,28 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.setState('stale', `epoch ${e.newestSeen} (from ${from}) is newer than ours (${e.epoch})`);
     // Our guest running as primary beside the holder of the newer epoch is the split brain itself.
     if (this.colo.status.mode === 'primary' || (this.colo.status.mode === 'none' && this.role === 'primary')) void this.stopGuest('stale');
+    this.maybeLaunch('our epoch is stale: this host comes back as the new secondary');
+  }
+
+  /** At start: adopt the QEMU an earlier run launched, else launch one if this node is to be secondary. */
+  private async startLauncher(): Promise<void> {
+    const l = this.launcher!;
+    await l.adopt();
+    if (l.status().running || this.current === 'stopping' || this.current === 'stopped') return;
+    await l.ensure({ role: this.role, stale: this.epochs?.stale ?? false }, 'agent start');
+  }
+
+  /**
+   * Our QEMU is gone, or this node just became stale: launch a fresh secondary, unless a QEMU
+   * answers or the supervisor already had one of ours (its restart policy decides about that one).
+   */
+  private maybeLaunch(why: string): void {
+    const l = this.launcher;
+    if (!l || this.current === 'stopping' || this.current === 'stopped') return;
+    if (this.qmp.status === 'ready' || this.qmp.status === 'unhealthy') return;
+    const s = l.status();
+    if (s.running || s.lastExit || s.gaveUp || s.restartPending) return;
+    void l.ensure({ role: this.role, stale: this.epochs?.stale ?? false }, why);
   }
 
   private async observeEpoch(epoch: number, from: string): Promise<void> {

@@ -125,7 +125,10 @@ export class WitnessClient extends EventEmitter<ArbiterEvents> implements Arbite
 
   leaseRemainingMs(): number | undefined {
     const s = this.state;
-    if (!s || s.holder !== this.opts.nodeName || s.witnessEpoch !== this.opts.epoch()) return undefined;
+    // A newer epoch held by us is our own grant in flight: the witness announces it before its
+    // verdict reaches us and we persist it. It is ours; counting it as no lease would pause the
+    // guest of the primary that was just told to continue.
+    if (!s || s.holder !== this.opts.nodeName || s.witnessEpoch < this.opts.epoch()) return undefined;
     if (this.lastRenewSentAt === undefined) return 0;
     return Math.max(0, this.lastRenewSentAt + s.leaseMs - this.clock.now());
   }

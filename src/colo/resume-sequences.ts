@@ -34,7 +34,7 @@ import type { YankTarget } from './yank.js';
 
 /** The drive-mirror job's id (documented: resync). */
 export const RESYNC_JOB_ID = 'resync';
-/** The netdev the proxy filters attach to (documented hn0; not in the agent's colo config yet). */
+/** The netdev the proxy filters attach to (documented hn0): the default when the topology has no `netdev`. */
 export const DEFAULT_NETDEV = 'hn0';
 
 export type ResumeSequenceName = 'primary-resume' | 'secondary-resume';
@@ -216,7 +216,7 @@ export interface ResumeOptions {
   nbd?: DialAddress;
   /** Where the migration dials. Default peerHost:colo.migrationPort. */
   migration?: DialAddress;
-  /** The netdev the filters attach to. Default hn0 (DEFAULT_NETDEV). */
+  /** The netdev the filters attach to. Default: colo.netdev, else hn0 (DEFAULT_NETDEV). */
   netdev?: string;
   /** drive-mirror `speed` in bytes per second (0 or absent: unlimited), to spare the link and disks. */
   resyncSpeed?: number;
@@ -343,7 +343,8 @@ export function resumeRollback(colo: ResumeTopologyInput, profile: QemuProfile, 
 export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, afterSecondaryFailover: boolean, opts: ResumeOptions = {}): ResumeSequence {
   const c = withResumeDefaults(colo);
   const t = { ...DEFAULT_RESUME_TIMEOUTS, ...opts.timeouts };
-  const netdev = opts.netdev ?? DEFAULT_NETDEV;
+  // colo.netdev when the agent's config carries it (documented hn0), else the documented name.
+  const netdev = opts.netdev ?? c.netdev ?? DEFAULT_NETDEV;
   const peerHost = opts.peerHost ?? (afterSecondaryFailover ? c.primaryHost : c.secondaryHost);
   const nbd = opts.nbd ?? { host: peerHost, port: c.nbdPort };
   const migration = opts.migration ?? { host: peerHost, port: c.migrationPort };

@@ -17,7 +17,7 @@ import { posix } from 'node:path';
 import convict from 'convict';
 import { LOG_LEVELS } from '../log.js';
 import { MAX_UNIX_PATH_BYTES, parseQmpAddress } from '../qmp/address.js';
-import { ARBITER_MODES, FENCE_FAILURE_POLICIES, LEASE_LOSS_POLICIES, NODE_ROLES } from './types.js';
+import { ARBITER_MODES, FENCE_FAILURE_POLICIES, LEASE_LOSS_POLICIES, NODE_ROLES, QEMU_RESTART_POLICIES } from './types.js';
 
 /** What a format may read from the schema key it validates (convict passes the key's schema object). */
 export interface FormatParams {
@@ -263,6 +263,34 @@ export const FORMATS = {
   'arbiter-mode': enumFormat(ARBITER_MODES),
   'fence-failure-policy': enumFormat(FENCE_FAILURE_POLICIES),
   'lease-loss-policy': enumFormat(LEASE_LOSS_POLICIES),
+  'qemu-restart-policy': enumFormat(QEMU_RESTART_POLICIES),
+  'argv-list': {
+    // A command run without a shell: every argument is its own entry, so nothing needs quoting.
+    validate(value, leaf) {
+      const what = 'a list of non-empty strings, the program first (in env and --set a JSON array such as ["qemu-system-x86_64","-incoming","defer"])';
+      if (!Array.isArray(value)) fail(value, leaf, what);
+      const bad: string[] = [];
+      value.forEach((entry: unknown, i: number) => {
+        if (typeof entry !== 'string') bad.push(`entry ${i + 1} ${showValue(entry)}: not a string`);
+        else if (entry === '') bad.push(`entry ${i + 1} is empty`);
+        else if (entry.includes('\0')) bad.push(`entry ${i + 1} contains a NUL character`);
+      });
+      if (bad.length > 0) throw new Error(`must be ${what}: ${bad.join('; ')}`);
+    },
+    // Arguments may contain commas (QEMU's own option syntax), so the text form is JSON, not comma-separated.
+    coerce(text) {
+      const t = text.trim();
+      if (t === '') return [];
+      if (!t.startsWith('[')) return text;
+      try {
+        const parsed: unknown = JSON.parse(t);
+        return Array.isArray(parsed) ? parsed : text;
+      } catch {
+        return text;
+      }
+    },
+    describe: () => 'list of strings: program, then arguments (a JSON array in env and --set)',
+  },
   'shell-command': {
     validate(value, leaf) {
       if (typeof value !== 'string' || value.includes('\0') || value.length > 4096) fail(value, leaf, 'a shell command line (at most 4096 characters) or ""');

@@ -125,9 +125,11 @@ export const CROSS_KEY_RULES: readonly CrossKeyRule[] = [
   },
   {
     keys: ['arbiter.leaseMs', 'heartbeat.intervalMs'],
-    doc: 'arbiter.leaseMs must be at least 2 * heartbeat.intervalMs: the lease is renewed by heartbeats, and one late beat must not end it.',
-    check: ({ arbiter, heartbeat }) =>
-      arbiter.leaseMs >= 2 * heartbeat.intervalMs
+    doc:
+      'arbiter.leaseMs must be at least 2 * heartbeat.intervalMs when a witness holds leases (arbiter.mode witness, or the witness ' +
+      'itself): the lease is renewed by heartbeats, and one late beat must not end it.',
+    check: ({ arbiter, heartbeat, node }) =>
+      (arbiter.mode !== 'witness' && node.role !== 'witness') || arbiter.leaseMs >= 2 * heartbeat.intervalMs
         ? []
         : [{ key: 'arbiter.leaseMs', message: `must be at least 2 * heartbeat.intervalMs (got ${arbiter.leaseMs}, heartbeat.intervalMs is ${heartbeat.intervalMs})` }],
   },
@@ -138,6 +140,40 @@ export const CROSS_KEY_RULES: readonly CrossKeyRule[] = [
       !failover.selfFence || qemu.pidFile !== ''
         ? []
         : [{ key: 'qemu.pidFile', message: 'must name QEMU\'s -pidfile when failover.selfFence is true' }],
+  },
+  {
+    keys: ['qemu.launch.enabled', 'qemu.launch.secondaryCommand'],
+    doc: 'qemu.launch.enabled needs qemu.launch.secondaryCommand: the command of the secondary QEMU the agent launches.',
+    check: ({ qemu: { launch } }) =>
+      !launch.enabled || launch.secondaryCommand.length > 0
+        ? []
+        : [{ key: 'qemu.launch.secondaryCommand', message: 'must give the secondary QEMU\'s command (program and arguments) when qemu.launch.enabled is true' }],
+  },
+  {
+    keys: ['qemu.launch.enabled', 'qemu.launch.secondaryCommand'],
+    doc:
+      'With qemu.launch.enabled, qemu.launch.secondaryCommand must contain -incoming (the agent only launches a fresh secondary, ' +
+      'which never runs the guest by itself) and must not contain -daemonize (the agent watches the process it started).',
+    check: ({ qemu: { launch } }) => {
+      if (!launch.enabled || launch.secondaryCommand.length === 0) return [];
+      const args = launch.secondaryCommand.slice(1);
+      const problems: RuleProblem[] = [];
+      if (!args.some((a) => a === '-incoming' || a === '--incoming')) {
+        problems.push({ key: 'qemu.launch.secondaryCommand', message: 'must contain -incoming: the agent only launches a secondary QEMU that waits for the primary' });
+      }
+      if (args.some((a) => a === '-daemonize' || a === '--daemonize')) {
+        problems.push({ key: 'qemu.launch.secondaryCommand', message: 'must not contain -daemonize: the agent watches the QEMU process it started, and keeps it running after the agent stops anyway' });
+      }
+      return problems;
+    },
+  },
+  {
+    keys: ['node.role', 'qemu.launch.enabled'],
+    doc: 'qemu.launch.enabled must be false when node.role is witness: a witness runs no QEMU.',
+    check: ({ node, qemu }) =>
+      node.role !== 'witness' || !qemu.launch.enabled
+        ? []
+        : [{ key: 'qemu.launch.enabled', message: 'must be false when node.role is witness (a witness runs no QEMU)' }],
   },
   {
     keys: ['failover.resumeRetryInitialMs', 'failover.resumeRetryMaxMs'],

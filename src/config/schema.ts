@@ -119,6 +119,65 @@ export const configSchema: SchemaOf<AgentConfig> = {
       default: '',
       env: 'COLO_AGENT_QEMU_PID_FILE',
     },
+    launch: {
+      enabled: {
+        doc:
+          'Let the agent start its own QEMU, always as a fresh secondary (qemu.launch.secondaryCommand, which waits with -incoming ' +
+          'until the primary replicates into it); it never starts a primary. false: attach to a QEMU someone else started. ' +
+          'The launched QEMU runs in its own session, so it outlives the agent (a crash or a planned stop of the agent never ' +
+          'stops the guest); its pid is kept in node.stateDir (qemu-launch.json) so a restarted agent adopts it instead of ' +
+          'launching a second one, and its output goes to qemu.log there. Under systemd, keep it out of the agent\'s cgroup ' +
+          '(start the command with systemd-run --scope, or KillMode=process) or stopping the agent kills it.',
+        format: 'flag',
+        default: false,
+        env: 'COLO_AGENT_QEMU_LAUNCH_ENABLED',
+      },
+      secondaryCommand: {
+        doc:
+          'The secondary QEMU\'s command line as a list: the binary first (a path, or a name looked up on PATH), then one ' +
+          'entry per argument, no shell. It must contain -incoming (a fresh secondary that waits for the primary) and ' +
+          'must not contain -daemonize (the agent watches the process it started). Give the agent a -qmp socket of its own ' +
+          '(qemu.qmp) and do not use stdio for a monitor or serial port (stdin is /dev/null). Required when qemu.launch.enabled is true.',
+        format: 'argv-list',
+        default: [],
+        env: 'COLO_AGENT_QEMU_LAUNCH_SECONDARY_COMMAND',
+      },
+      restart: {
+        doc:
+          'When a launched QEMU exits: no (report it only), on-failure (launch it again after a non-zero exit, a signal, ' +
+          'or an exit the agent could not see the status of because it launched that QEMU in an earlier run) or always. ' +
+          'It comes back as a fresh secondary, whatever it was when it exited.',
+        format: 'qemu-restart-policy',
+        default: 'on-failure',
+        env: 'COLO_AGENT_QEMU_LAUNCH_RESTART',
+      },
+      maxRestarts: {
+        doc:
+          'A launched QEMU is started again at most this many times within qemu.launch.restartWindowMs; when it exits once ' +
+          'more, the agent gives up (logged as an error) until the agent itself is restarted.',
+        format: 'int-range',
+        default: 5,
+        env: 'COLO_AGENT_QEMU_LAUNCH_MAX_RESTARTS',
+        min: 1,
+        max: 1000,
+      },
+      restartWindowMs: {
+        doc: 'The sliding window in which qemu.launch.maxRestarts counts restarts.',
+        format: 'int-range',
+        default: 600_000,
+        env: 'COLO_AGENT_QEMU_LAUNCH_RESTART_WINDOW_MS',
+        min: 1000,
+        max: 86_400_000,
+      },
+      restartDelayMs: {
+        doc: 'Wait this long after a launched QEMU exited before launching it again (its sockets and ports are freed meanwhile).',
+        format: 'int-range',
+        default: 2000,
+        env: 'COLO_AGENT_QEMU_LAUNCH_RESTART_DELAY_MS',
+        min: 0,
+        max: MS.max,
+      },
+    },
   },
   heartbeat: {
     listen: {

@@ -15,6 +15,9 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 export const ARBITER_MODES = ['none', 'witness', 'etcd'] as const;
 export const FENCE_FAILURE_POLICIES = ['abort', 'wait'] as const;
 export const LEASE_LOSS_POLICIES = ['stop', 'keep-running'] as const;
+/** When a QEMU the agent launched (qemu.launch) is started again after it exits, as systemd's Restart=. */
+export const QEMU_RESTART_POLICIES = ['no', 'on-failure', 'always'] as const;
+export type QemuRestartPolicy = (typeof QEMU_RESTART_POLICIES)[number];
 export type ArbiterMode = (typeof ARBITER_MODES)[number];
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -37,6 +40,22 @@ export interface QemuConfig {
   profile: string;
   /** QEMU's -pidfile, for self-fencing; "" when unknown. */
   pidFile: string;
+  launch: QemuLaunchConfig;
+}
+
+/**
+ * The agent starting its own QEMU. It only ever launches a fresh secondary (`-incoming`): a primary is
+ * brought up by the operator, and a recovered host comes back as secondary.
+ */
+export interface QemuLaunchConfig {
+  /** false (default): attach to a QEMU someone else started. */
+  enabled: boolean;
+  /** argv of the secondary QEMU: the binary first, then its arguments; [] when not set. */
+  secondaryCommand: string[];
+  restart: QemuRestartPolicy;
+  maxRestarts: number;
+  restartWindowMs: number;
+  restartDelayMs: number;
 }
 
 export interface HeartbeatConfig {

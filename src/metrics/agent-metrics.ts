@@ -18,6 +18,7 @@ import type { CheckpointEvent, ColoExitEvent, ColoMonitorEvents, ColoStatus, Sta
 import type { StateChange, DetectorState } from '../heartbeat/detector.js';
 import type { HeartbeatEvent, LinkDownEvent, LinkUpEvent, RejectedEvent, RttEvent, SentEvent } from '../heartbeat/links.js';
 import type { QmpClientStatus, QmpCommandRecord, QmpStatusChange } from '../qmp/events.js';
+import type { QemuExitedEvent, QemuSupervisor } from '../qemu/supervisor.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { AGENT_STATES, COLO_EXIT_REASONS, PEER_STATES, ROLES, setStateSet, type AgentMetrics } from './registry.js';
 import { COLO_MODES } from '../heartbeat/messages.js';
@@ -39,7 +40,7 @@ export interface ColoMonitorLike {
 }
 
 /** What of the Agent the binding uses. */
-export type MetricsAgent = Pick<Agent, 'state' | 'status' | 'links' | 'peer' | 'qmp' | 'colo' | 'arbiter' | 'on' | 'off'>;
+export type MetricsAgent = Pick<Agent, 'state' | 'status' | 'links' | 'peer' | 'qmp' | 'colo' | 'arbiter' | 'on' | 'off'> & Partial<Pick<Agent, 'launcher'>>;
 
 export interface AttachOptions {
   /** The agent's clock (monotonic ms), for the current outage length. Default systemClock. */
@@ -225,6 +226,7 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   listen(agent.qmp, 'status', onQmpStatus);
   listen(agent.qmp, 'command', onCommand);
   offs.push(bindColoMetrics(agent.colo, m));
+  if (agent.launcher) offs.push(bindLaunchMetrics(agent.launcher.supervisor, m));
 
   let attached = true;
   return {
@@ -236,5 +238,27 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       delete m.sources.arbiterReachable;
       delete m.sources.unprotectedSeconds;
     },
+  };
+}
+
+/** qemu.launch: the supervisor's launches, exits and give-up. */
+export function bindLaunchMetrics(supervisor: QemuSupervisor, m: AgentMetrics): () => void {
+  m.qemuLaunchGaveUp.set(supervisor.status().gaveUp ? 1 : 0);
+  const onLaunched = () => m.qemuLaunches.inc({ result: 'launched' });
+  const onFailed = () => m.qemuLaunches.inc({ result: 'failed' });
+  const onSkipped = () => m.qemuLaunches.inc({ result: 'skipped' });
+  const onExited = (e: QemuExitedEvent) => m.qemuExits.inc({ exit: e.failed ? 'failure' : 'clean' });
+  const onGaveUp = () => m.qemuLaunchGaveUp.set(1);
+  supervisor.on('launched', onLaunched);
+  supervisor.on('launch-failed', onFailed);
+  supervisor.on('launch-skipped', onSkipped);
+  supervisor.on('exited', onExited);
+  supervisor.on('gave-up', onGaveUp);
+  return () => {
+    supervisor.off('launched', onLaunched);
+    supervisor.off('launch-failed', onFailed);
+    supervisor.off('launch-skipped', onSkipped);
+    supervisor.off('exited', onExited);
+    supervisor.off('gave-up', onGaveUp);
   };
 }

@@ -54,6 +54,9 @@ export const METRIC_TYPES = {
   colo_agent_switchover_pause_seconds: 'histogram',
   colo_agent_unprotected_seconds: 'gauge',
   colo_agent_unprotected_duration_seconds: 'histogram',
+  colo_agent_qemu_launches_total: 'counter',
+  colo_agent_qemu_exits_total: 'counter',
+  colo_agent_qemu_launch_gave_up: 'gauge',
 } as const satisfies Record<string, MetricType>;
 
 export type MetricName = keyof typeof METRIC_TYPES;

@@ -51,6 +51,9 @@ export const ARBITRATION_RESULTS = ['granted', 'denied', 'unavailable'] as const
 export const FENCE_KINDS = ['peer', 'self'] as const;
 export const GUEST_STOP_REASONS = ['lease', 'stale'] as const;
 export const RESYNC_RESULTS = ['success', 'rolled-back', 'failed'] as const;
+/** qemu.launch: a QEMU started; the program could not be started; not started because another QEMU answers on qemu.qmp. */
+export const QEMU_LAUNCH_RESULTS = ['launched', 'failed', 'skipped'] as const;
+export const QEMU_EXITS = ['clean', 'failure'] as const;
 /** A disk copy to a new secondary: seconds for a small disk here, an hour for a large one on a slow link. */
 export const RESYNC_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
 /** The guest pause of a resume's switch-over: ~100 ms target, seconds mean trouble. */
@@ -172,6 +175,9 @@ export class AgentMetrics {
   readonly switchoverPause: Histogram;
   readonly unprotected: Gauge;
   readonly unprotectedDuration: Histogram;
+  readonly qemuLaunches: Counter<'result'>;
+  readonly qemuExits: Counter<'exit'>;
+  readonly qemuLaunchGaveUp: Gauge;
 
   constructor(opts: AgentMetricsOptions) {
     const registers = [this.registry];
@@ -269,6 +275,12 @@ export class AgentMetrics {
       if (v !== undefined) this.set(v);
     });
     this.unprotectedDuration = histogram('colo_agent_unprotected_duration_seconds', 'Ended unprotected periods: from a failover to replication resumed.', OUTAGE_BUCKETS);
+
+    this.qemuLaunches = counter('colo_agent_qemu_launches_total', 'qemu.launch: secondary QEMU launches by result: launched, failed (the program could not be started), skipped (another QEMU answers on qemu.qmp).', ['result']);
+    for (const result of QEMU_LAUNCH_RESULTS) this.qemuLaunches.inc({ result }, 0);
+    this.qemuExits = counter('colo_agent_qemu_exits_total', 'qemu.launch: exits of a QEMU the agent launched: clean (exit code 0) or failure (non-zero, a signal, or unknown for one launched by an earlier agent run).', ['exit']);
+    for (const exit of QEMU_EXITS) this.qemuExits.inc({ exit }, 0);
+    this.qemuLaunchGaveUp = gauge('colo_agent_qemu_launch_gave_up', 'qemu.launch: 1 once the restart budget (qemu.launch.maxRestarts per restartWindowMs) is spent and no more launches follow until the agent restarts.');
 
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry });

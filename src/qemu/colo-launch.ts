@@ -16,6 +16,10 @@
  *
  * pair.stop() SIGKILLs both QEMUs and removes the dirs it made. killAllColoPairsNow() does the same
  * for every pair still up, synchronously, for a caller's exit handler; nothing is installed implicitly.
+ *
+ * startFreshSecondary() starts a replacement secondary for a pair after a failover (continuous
+ * replication): on either host, with a new empty disk, dialling the current primary; it is part
+ * of the pair's cleanup.
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
@@ -42,9 +46,10 @@ import {
   type ColoOverrides,
   type ColoPorts,
   type DialAddress,
+  type SecondaryFiles,
 } from './colo-cmdline.js';
 import { ColoPairStartError, QemuStartError } from './errors.js';
-import { qemuAvailable, startQemu, type QemuExit, type QemuLifecycleHooks, type RunningQemu } from './qemu-process.js';
+import { baseQemuArgs, qemuAvailable, startQemu, type QemuExit, type QemuLifecycleHooks, type RunningQemu } from './qemu-process.js';
 
 export { ColoPairStartError };
 
@@ -180,6 +185,7 @@ const ownedByPair = new WeakMap<ColoPair, Owned>();
 export function killAllColoPairsNow(): void {
   for (const o of owned) {
     for (const q of o.qemus) {
+      if (q.exitStatus) continue; // its pid may belong to another process by now
       try {
         process.kill(q.pid, 'SIGKILL');
       } catch {
@@ -226,6 +232,11 @@ function run(file: string, args: string[]): Promise<boolean> {
       else reject(new Error(`${file} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
     }),
   );
+}
+
+function removeItem<T>(list: T[], item: T | undefined): void {
+  const i = item === undefined ? -1 : list.indexOf(item);
+  if (i >= 0) list.splice(i, 1);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -500,6 +511,77 @@ export interface FreshSecondary extends ColoSide {
   readonly migration: DialAddress;
 }
 
+/** Where a fresh secondary runs and what it dials: its own host, and the current primary on the other. */
+function freshSecondaryTopology(opts: Pick<StartFreshSecondaryOptions, 'pair' | 'host' | 'dial'>): { ownHost: string; colo: ColoConfig; dial: Pick<ColoDialRoutes, 'mirror' | 'compare1'> } {
+  const { pair } = opts;
+  const ownHost = opts.host === 'primary' ? pair.colo.primaryHost : pair.colo.secondaryHost;
+  const peerHost = opts.host === 'primary' ? pair.colo.secondaryHost : pair.colo.primaryHost;
+  const dial = {
+    mirror: { host: peerHost, port: pair.colo.mirrorPort },
+    compare1: { host: peerHost, port: pair.colo.compare1Port },
+    ...opts.dial,
+  };
+  // secondaryArgs binds -incoming to colo.secondaryHost: here that is this QEMU's own host.
+  return { ownHost, dial, colo: { ...pair.colo, secondaryHost: ownHost, primaryHost: peerHost } };
+}
+
+function freshImagePaths(dir: string): SecondaryFiles {
+  return { disk: join(dir, 'primary.qcow2'), active: join(dir, 'secondary-active.qcow2'), hidden: join(dir, 'secondary-hidden.qcow2') };
+}
+
+/** A new EMPTY disk of the pair's size (drive-mirror with sync full fills it) and its two overlays. */
+async function createFreshImages(l: ColoLaunchSettings, dir: string): Promise<SecondaryFiles> {
+  const images = freshImagePaths(dir);
+  if (!(await run(l.qemuImg, ['create', '-q', '-f', 'qcow2', images.disk, `${l.diskSizeMb}M`]))) {
+    throw new Error(`${l.qemuImg} not found; install it with: apt-get install qemu-utils`);
+  }
+  for (const p of [images.active, images.hidden]) copyFileSync(images.disk, p);
+  return images;
+}
+
+/** A fresh secondary's command line, for someone else to launch (the agent's qemu.launch). */
+export interface FreshSecondaryCommand {
+  /** The QEMU binary first, then every argument. */
+  readonly argv: string[];
+  /** Its own directory (images, QMP sockets), removed with the pair. */
+  readonly dir: string;
+  /** For the agent (qemu.qmp) and for the harness: two QMP sockets, as the pair's sides have. */
+  readonly agentQmpAddress: string;
+  readonly harnessQmpAddress: string;
+  readonly nbd: DialAddress;
+  readonly migration: DialAddress;
+}
+
+/**
+ * What startFreshSecondary would run, without running it: images created, the argv returned. Its
+ * directory joins the pair's (removed by pair.stop()); the process, started by someone else, is
+ * theirs to stop.
+ */
+export async function freshSecondaryCommand(opts: Pick<StartFreshSecondaryOptions, 'pair' | 'host' | 'dial' | 'workDir'>): Promise<FreshSecondaryCommand> {
+  const { pair } = opts;
+  const l = pair.launch;
+  const { ownHost, colo, dial } = freshSecondaryTopology(opts);
+  const dir = mkdtempSync(join(opts.workDir ?? l.workDir, 'colo-s-'));
+  const own = ownedByPair.get(pair);
+  if (own && owned.has(own)) own.dirs.push(dir);
+  const images = await createFreshImages(l, dir);
+  const qmpPaths = [join(dir, 'qmp-agent.sock'), join(dir, 'qmp-harness.sock')];
+  const avail = await qemuAvailable(l.binary);
+  if (!avail.ok) throw new QemuStartError(`cannot start QEMU: ${avail.reason}`);
+  return {
+    argv: [
+      avail.binary,
+      ...baseQemuArgs({ paused: false, memoryMb: l.memoryMb, name: 'secondary', qmpPaths }),
+      ...secondaryArgs({ colo, names: pair.names, listenAll: l.listenAll, dial }, images, pair.version),
+    ],
+    dir,
+    agentQmpAddress: `unix:${qmpPaths[0]}`,
+    harnessQmpAddress: `unix:${qmpPaths[1]}`,
+    nbd: { host: ownHost, port: pair.colo.nbdPort },
+    migration: { host: ownHost, port: pair.colo.migrationPort },
+  };
+}
+
 /**
  * Start a new secondary QEMU for `pair` after a failover: the pair's secondary command line
  * (secondaryArgs) with new overlays and a new EMPTY disk image of the same size (drive-mirror with
@@ -510,27 +592,23 @@ export interface FreshSecondary extends ColoSide {
 export async function startFreshSecondary(opts: StartFreshSecondaryOptions): Promise<FreshSecondary> {
   const { pair } = opts;
   const l = pair.launch;
-  const own: Owned = ownedByPair.get(pair) && owned.has(ownedByPair.get(pair) as Owned) ? (ownedByPair.get(pair) as Owned) : { dirs: [], qemus: [], extraStops: [] };
+  // Joins the pair's registry entry (pair.stop() stops it too); a stopped pair's entry is gone: a new one.
+  const existing = ownedByPair.get(pair);
+  const own: Owned = existing && owned.has(existing) ? existing : { dirs: [], qemus: [], extraStops: [] };
   owned.add(own);
-  const ownHost = opts.host === 'primary' ? pair.colo.primaryHost : pair.colo.secondaryHost;
-  const peerHost = opts.host === 'primary' ? pair.colo.secondaryHost : pair.colo.primaryHost;
-  const dial = {
-    mirror: { host: peerHost, port: pair.colo.mirrorPort },
-    compare1: { host: peerHost, port: pair.colo.compare1Port },
-    ...opts.dial,
+  const forget = (q?: RunningQemu, d?: string, stop?: () => Promise<unknown>) => {
+    removeItem(own.qemus, q);
+    removeItem(own.dirs, d);
+    removeItem(own.extraStops, stop);
+    if (own !== existing && own.qemus.length === 0 && own.dirs.length === 0) owned.delete(own);
   };
-  // secondaryArgs binds -incoming to colo.secondaryHost: here that is this QEMU's own host.
-  const colo: ColoConfig = { ...pair.colo, secondaryHost: ownHost, primaryHost: peerHost };
+  const { ownHost, colo, dial } = freshSecondaryTopology(opts);
   const dir = mkdtempSync(join(opts.workDir ?? l.workDir, 'colo-s-'));
   own.dirs.push(dir);
-  const images = { disk: join(dir, 'primary.qcow2'), active: join(dir, 'secondary-active.qcow2'), hidden: join(dir, 'secondary-hidden.qcow2') };
   let q: RunningQemu | undefined;
   let client: QmpClient | undefined;
   try {
-    if (!(await run(l.qemuImg, ['create', '-q', '-f', 'qcow2', images.disk, `${l.diskSizeMb}M`]))) {
-      throw new Error(`${l.qemuImg} not found; install it with: apt-get install qemu-utils`);
-    }
-    for (const p of [images.active, images.hidden]) copyFileSync(images.disk, p);
+    const images = await createFreshImages(l, dir);
     q = await startQemu({
       binary: l.binary,
       dir,
@@ -552,13 +630,15 @@ export async function startFreshSecondary(opts: StartFreshSecondaryOptions): Pro
       await q.stop();
     }
     rmSync(dir, { recursive: true, force: true });
+    forget(q, dir);
     if (err instanceof QemuStartError) throw err;
     throw new QemuStartError(`fresh secondary on ${ownHost}: ${(err as Error).message}${q ? `\nstderr: ${tail(q.stderr())}` : ''}`, { cause: err });
   }
-  const side = makeSide('secondary', q, client, ownHost, images, { nbdPort: pair.colo.nbdPort, migrationPort: pair.colo.migrationPort });
+  const side = makeSide('secondary', q, client, ownHost, { ...freshImagePaths(dir) }, { nbdPort: pair.colo.nbdPort, migrationPort: pair.colo.migrationPort });
   const stop = async (): Promise<QemuExit> => {
     const status = await side.stop();
     rmSync(dir, { recursive: true, force: true });
+    forget(q, dir, stop);
     return status;
   };
   own.extraStops.push(stop);

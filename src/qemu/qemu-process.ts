@@ -136,6 +136,20 @@ export function killAllQemusNow(): void {
 
 let seq = 0;
 
+/** The machine every test and demo QEMU shares: TCG, no display or default devices, QMP on unix sockets. */
+export function baseQemuArgs(o: { paused: boolean; memoryMb: number; name: string; qmpPaths: readonly string[] }): string[] {
+  return [
+    '-accel', 'tcg',
+    '-display', 'none',
+    '-nodefaults',
+    '-no-user-config',
+    ...(o.paused ? ['-S'] : []),
+    '-m', String(o.memoryMb),
+    '-name', o.name,
+    ...o.qmpPaths.flatMap((p) => ['-qmp', `unix:${p},server=on,wait=off`]),
+  ];
+}
+
 export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQemu> {
   const avail = await qemuAvailable(opts.binary);
   if (!avail.ok) throw new QemuStartError(`cannot start QEMU: ${avail.reason}`);
@@ -149,15 +163,7 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
   // The starter's own monitor for readiness checks; unique so QEMUs sharing a dir do not collide.
   const probePath = join(dir, `probe-${process.pid}-${n}.sock`);
   const args = [
-    '-accel', 'tcg',
-    '-display', 'none',
-    '-nodefaults',
-    '-no-user-config',
-    ...(opts.paused === false ? [] : ['-S']),
-    '-m', String(opts.memoryMb ?? 64),
-    '-name', name,
-    '-qmp', `unix:${probePath},server=on,wait=off`,
-    ...qmpPaths.flatMap((p) => ['-qmp', `unix:${p},server=on,wait=off`]),
+    ...baseQemuArgs({ paused: opts.paused !== false, memoryMb: opts.memoryMb ?? 64, name, qmpPaths: [probePath, ...qmpPaths] }),
     ...qmpTcpPorts.flatMap((p) => ['-qmp', `tcp:127.0.0.1:${p},server=on,wait=off`]),
     ...(opts.extraArgs ?? []),
   ];

@@ -97,6 +97,10 @@ t.test('a primary that asks to continue is granted at once, and the stale second
   const [ra, rb] = await Promise.all([ask(a, 'continue'), ask(b, 'takeover')]);
   t.match(ra, { granted: true, epoch: 1 }, 'the primary wins when both ask');
   t.match(rb, { granted: false }, 'the secondary loses');
+  // The grant reaches the holder before it adopts the epoch: the lease is its own all along.
+  a.epoch = 0;
+  t.ok((a.client.leaseRemainingMs() ?? 0) > 0, 'a grant not yet adopted still counts as our lease');
+  a.epoch = 1;
   const epochs: number[] = [];
   b.client.on('epoch', (e) => epochs.push(e.epoch));
   const again = await ask(b, 'takeover');

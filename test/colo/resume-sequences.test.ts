@@ -133,6 +133,7 @@ t.test('ids, ports, hosts, netdev, peer override, resync speed and timeouts from
   const routed = primaryResume(colo, P72, { peerHost: '192.0.2.7', migration: { host: '192.0.2.8', port: 1 } });
   t.match(routed.peer, { nbd: { host: '192.0.2.7', port: 10809 }, migration: { host: '192.0.2.8', port: 1 } });
   t.equal(DEFAULT_NETDEV, 'hn0');
+  t.match(primaryResume({ netdev: 'cfg-net' }, P72).switchover.find((s) => s.name === 'object-add m0'), { args: { netdev: 'cfg-net' } }, 'colo.netdev from the config');
   t.same(resumeProxyIds(colo), ['cmp', 'io', 'mirror-filter', 'redire0', 'redire1']);
 });
 

@@ -49,8 +49,43 @@ t.test('without yank (QEMU < 6.0) and with blockdev-del', async (t) => {
 });
 
 t.test('unknown sequence names are usage errors', async (t) => {
-  t.same([...PLAN_SEQUENCES], ['primary-failover', 'secondary-failover']);
+  t.same([...PLAN_SEQUENCES], ['primary-failover', 'secondary-failover', 'primary-resume', 'secondary-resume', 'secondary-prepare']);
   t.ok(isSequenceName('secondary-failover'));
-  t.notOk(isSequenceName('primary-resume'));
-  t.throws(() => planText({}, P72, 'primary-resume'), { code: 'CLI_USAGE' });
+  t.notOk(isSequenceName('primary-resume'), 'isSequenceName stays the failover names');
+  t.throws(() => planText({}, P72, 'tertiary-resume'), { code: 'CLI_USAGE', message: /expected one of primary-failover, .*secondary-prepare/ });
+});
+
+t.test('primary resume plan: the three parts, waits and conditional steps as comments', async (t) => {
+  const text = planText({}, P72, 'primary-resume');
+  const lines = text.trimEnd().split('\n');
+  t.match(lines[0], /^# colo-agent plan primary-resume: QEMU profile 7\.2\.22 .*new secondary: NBD 127\.0\.0\.2:9999, migration 127\.0\.0\.2:9998; filters appended; object-add flat$/);
+  const part = (name: string) => lines.findIndex((l) => l.startsWith(`# ${name} `));
+  t.ok(part('prepare') < part('switchover') && part('switchover') < part('rollback'), 'prepare, switchover, rollback in order');
+  const cmds = lines.filter((l) => !l.startsWith('#'));
+  for (const l of cmds) t.doesNotThrow(() => JSON.parse(l), 'each command line is JSON');
+  t.same(cmds.slice(0, 3), [
+    '{"execute":"drive-mirror","arguments":{"device":"colo-disk0","job-id":"resync","target":"nbd://127.0.0.2:9999/parent0","mode":"existing","format":"raw","sync":"full"}}',
+    '{"execute":"stop"}',
+    '{"execute":"block-job-cancel","arguments":{"device":"resync"}}',
+  ]);
+  t.ok(lines.includes('{"execute":"migrate","arguments":{"uri":"tcp:127.0.0.2:9998"}}'));
+  t.match(text, /# wait until BLOCK_JOB_READY of resync/);
+  t.match(text, /# wait until query-colo-status says mode primary/);
+  t.match(text, /# if query-status says the guest is not running:\n\{"execute":"cont"\}/);
+  t.match(text, /\{"execute":"block-job-cancel","arguments":\{"device":"resync","force":true\}\}/);
+  t.equal(lines.at(-2), '{"execute":"cont"}');
+});
+
+t.test('secondary resume plan: peer on the primary host, filters before rew0; secondary-prepare', async (t) => {
+  const text = planText({ ids: { rew0: 'rw' } }, P72, 'secondary-resume', { netdev: 'net0' });
+  t.match(text, /new secondary: NBD 127\.0\.0\.1:9999, migration 127\.0\.0\.1:9998; filters inserted before rew0/);
+  t.match(text, /\{"execute":"object-add","arguments":\{"qom-type":"filter-mirror","id":"m0","insert":"before","position":"id=rw","netdev":"net0","queue":"tx","outdev":"mirror0"\}\}/);
+  const prep = planText({}, profileForVersion({ major: 8, minor: 1, micro: 0 }, 'config'), 'secondary-prepare', { ownHost: '0.0.0.0' });
+  t.same(prep.trimEnd().split('\n').slice(1), [
+    '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-colo","state":true}]}}',
+    '{"execute":"nbd-server-start","arguments":{"addr":{"type":"inet","data":{"host":"0.0.0.0","port":"9999"}}}}',
+    '{"execute":"nbd-server-add","arguments":{"device":"parent0","writable":true}}',
+  ]);
+  t.match(prep, /^# colo-agent plan secondary-prepare: .*NBD server on 0\.0\.0\.0; x-colo yes/);
+  t.match(planText({}, P72, 'secondary-prepare'), /NBD server on 127\.0\.0\.2; x-colo no/);
 });

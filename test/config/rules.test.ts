@@ -25,8 +25,11 @@ t.test('every rule names real keys, is documented, and blames one of its keys', 
   broken.arbiter.leaseMs = broken.heartbeat.intervalMs;
   broken.failover.selfFence = true;
   broken.failover.resumeRetryInitialMs = broken.failover.resumeRetryMaxMs + 1;
+  broken.qemu.launch.enabled = true;
   const witness = valid();
   witness.node.role = 'witness';
+  witness.qemu.launch.enabled = true;
+  witness.qemu.launch.secondaryCommand = ['qemu-system-x86_64', '-daemonize'];
   witness.heartbeat.peers = [witness.heartbeat.listen];
   witness.arbiter.mode = 'etcd';
   for (const [i, rule] of CROSS_KEY_RULES.entries()) {

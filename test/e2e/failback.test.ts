@@ -1,14 +1,19 @@
 /**
  * Continuous replication end to end (issue 8): real agent processes on a real QEMU COLO pair.
- * After a failover, the lost host comes back with a fresh secondary QEMU (startFreshSecondary)
- * and its agent restarted on it; the agents' handshake (ready to be secondary -> resume) must bring
- * the pair back into COLO by itself, and a second failover must work after that.
+ * After a failover, the lost host comes back with a fresh secondary QEMU and its agent restarted
+ * on it; the agents' handshake (ready to be secondary -> resume) must bring the pair back into
+ * COLO by itself, and a second failover must work after that. In the first scenario the test
+ * starts the fresh secondary (startFreshSecondary); in the second the returning agent launches
+ * it itself (qemu.launch), once its peer's newer epoch tells it that it lost the guest.
  *
  * Outcomes are read from QEMU itself through the harness's QMP sockets. Timings are printed as
  * comments (bench:failback measures them); nothing here asserts speed.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { startFreshSecondary, type FreshSecondary } from '../../src/qemu/colo-launch.js';
+import { QmpClient } from '../../src/qmp/index.js';
+import { freshSecondaryCommand, startFreshSecondary, type FreshSecondary } from '../../src/qemu/colo-launch.js';
 import { agentState, killAllChildren, logMsg, requireBuiltCli, startAgent, type AgentProcess, type LogPredicate } from '../helpers/agent-process.js';
 import { startColoAgents, waitFailoverDone, type ColoAgents } from '../helpers/colo-agents.js';
 import { listBlockNodes, listObjects, queryColoStatus, queryStatus, startColoPairOrSkip, type ColoPair, type QmpTarget } from '../helpers/colo-pair.js';
@@ -35,6 +40,49 @@ async function comeBack(t: Test, pair: ColoPair, agents: ColoAgents, host: 'prim
   const opts = agents.startOptions(host);
   const agent = await startAgent({ ...opts, sets: [...(opts.sets ?? []), `qemu.qmp=${qemu.agentQmpAddress}`], t });
   return { qemu, agent };
+}
+
+/**
+ * The lost primary host comes back with qemu.launch on: its agent, restarted, learns from the
+ * peer's epoch that it is stale and launches the fresh secondary itself. The QEMU runs in its own
+ * session (it outlives the agent): the test kills it by the pid in the launch record.
+ */
+async function comeBackLaunching(t: Test, pair: ColoPair, agents: ColoAgents, host: 'primary' | 'secondary'): Promise<{ qemu: QmpClient; agent: AgentProcess; pid: () => number | undefined }> {
+  const cmd = await freshSecondaryCommand({ pair, host });
+  const opts = agents.startOptions(host);
+  const stateDir = opts.sets.find((s) => s.startsWith('node.stateDir='))!.slice('node.stateDir='.length);
+  const pid = (): number | undefined => {
+    try {
+      return (JSON.parse(readFileSync(join(stateDir, 'qemu-launch.json'), 'utf8')) as { pid: number }).pid;
+    } catch {
+      return undefined;
+    }
+  };
+  let launchedPid: number | undefined;
+  // Registered before the agent starts, so it runs even when a later step fails.
+  t.teardown(() => {
+    try {
+      if (launchedPid !== undefined) process.kill(-launchedPid, 'SIGKILL'); // its own process group (setsid)
+    } catch {
+      // already gone
+    }
+  });
+  const sets = [
+    ...opts.sets,
+    `qemu.qmp=${cmd.agentQmpAddress}`,
+    'qemu.launch.enabled=true',
+    `qemu.launch.secondaryCommand=${JSON.stringify(cmd.argv)}`,
+    'qemu.launch.restart=no',
+  ];
+  const agent = await startAgent({ ...opts, sets, t });
+  const launched = await agent.waitForLog(logMsg('launched the secondary QEMU'), WAIT_MS);
+  launchedPid = launched.record?.pid as number | undefined;
+  t.match(launched.record, { reason: /stale/ }, 'launched because the peer holds a newer epoch');
+  const qemu = new QmpClient({ address: cmd.harnessQmpAddress, reconnect: { initialMs: 50, maxMs: 200 } });
+  t.teardown(() => qemu.close());
+  qemu.connect().catch(() => undefined); // the socket appears once QEMU is up
+  await qemu.waitUntilReady(WAIT_MS);
+  return { qemu, agent, pid };
 }
 
 async function assertColo(t: Test, primary: QmpTarget, secondary: QmpTarget, what: string): Promise<void> {
@@ -92,7 +140,7 @@ if (requireBuiltCli(t)) {
     await survivor.waitForLog(agentState('solo'), WAIT_MS, { since });
 
     since = survivor.cursor();
-    const back = await comeBack(t, pair, agents, 'primary');
+    const back = await comeBackLaunching(t, pair, agents, 'primary');
     await back.agent.waitForLog(readySecondary, WAIT_MS);
     const done = (await survivor.waitForLog(resumed, RESUME_WAIT_MS, { since })).record ?? {};
     t.comment(`resume: ${JSON.stringify({ sequence: done.sequence, pauseMs: done.pauseMs, resyncMs: done.resyncMs, unprotectedMs: done.unprotectedMs })}`);
@@ -108,6 +156,7 @@ if (requireBuiltCli(t)) {
     survivor.kill('SIGKILL');
     const second = await waitFailoverDone(back.agent, since2, faultAt, WAIT_MS);
     t.equal(second.sequence, 'secondary-failover', 'the old primary host takes the guest back');
+    t.ok(back.pid() !== undefined, 'the launched QEMU (now the primary) is still recorded for adoption');
     t.match(await queryStatus(back.qemu), { status: 'running' });
     const nodes = (await listBlockNodes(back.qemu)).map((n) => n['node-name']);
     t.ok(nodes.length > 0);

@@ -12,7 +12,8 @@
  *   link heals, the primary must run its guest again (its secondary is back at its epoch).
  *
  * The scenarios are shuffled by a seeded generator (each appears equally often); the seed is
- * printed and can be set with COLO_TRIAL_SEED, the number of trials with COLO_TRIALS (default 21).
+ * printed and can be set with COLO_TRIAL_SEED, the number of trials with COLO_TRIALS (default 21),
+ * and COLO_TRIAL_SCENARIOS=a,b limits the run to some scenarios (to reproduce one).
  * Trials run one after another: each keeps two TCG QEMUs and three agents busy on these 2 cores.
  *
  * dist/ must be built (`npm test` does it first).
@@ -45,9 +46,14 @@ const BUSY = new Set(['failing-over', 'peer-suspect', 'peer-down', 'arbitrating'
 const seed = Number(process.env.COLO_TRIAL_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const trials = Math.max(1, Number(process.env.COLO_TRIALS ?? 21));
 
+/** COLO_TRIAL_SCENARIOS=flap,isolate-primary limits the run to those (for reproducing one). */
+const chosen: readonly Scenario[] = process.env.COLO_TRIAL_SCENARIOS
+  ? SCENARIOS.filter((s) => process.env.COLO_TRIAL_SCENARIOS!.split(',').includes(s))
+  : SCENARIOS;
+
 /** Each scenario equally often (as far as `trials` allows), in a seeded random order. */
 function plan(rnd: () => number): Scenario[] {
-  const list: Scenario[] = Array.from({ length: trials }, (_, i) => SCENARIOS[i % SCENARIOS.length]!);
+  const list: Scenario[] = Array.from({ length: trials }, (_, i) => chosen[i % chosen.length]!);
   for (let i = list.length - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));
     [list[i], list[j]] = [list[j]!, list[i]!];
@@ -61,6 +67,8 @@ interface TrialResult {
   noneWhileHealthy: boolean;
   overlapMs: number;
   problems: string[];
+  /** Needless pauses of a guest that then ran on as primary (a known product race: asserted as TODO). */
+  pauses: string[];
 }
 
 /** Which sides could continue: QEMU and agent alive, and an arbiter they can reach, as the scenario left them. */
@@ -82,18 +90,28 @@ function whoRuns(o: Observation): string {
   return o.runningPrimaries.map((s) => `${s} (epoch ${o.sides[s].agent?.epoch?.epoch ?? '?'})`).join(' AND ');
 }
 
-async function settle(rig: Rig, scenario: Scenario, killed: ColoRole | undefined): Promise<Observation> {
-  const expectActor = scenario !== 'partition+witness-down' && scenario !== 'flap';
-  const r = await rig.waitFor(
-    (o) =>
-      SIDES.every((s) => s === killed || !BUSY.has(String(o.sides[s].agent?.state))) &&
-      // Where a side should have acted, wait for it (a failover done, a guest paused).
-      (!expectActor || o.runningPrimaries.length > 0) &&
-      (scenario !== 'partition+witness-down' || o.sides.primary.agent?.guestStopped !== undefined),
-    OUTCOME_WAIT_MS,
-  );
+/** Where the scenario should end up, once the agents have done what they will do. */
+function outcomeReached(scenario: Scenario, killed: ColoRole | undefined, o: Observation): boolean {
+  const state = (s: ColoRole) => String(o.sides[s].agent?.state);
+  const quiet = SIDES.every((s) => s === killed || !BUSY.has(state(s)));
+  switch (scenario) {
+    case 'partition+witness-down':
+      // The primary's lease runs out: it pauses; nobody can be granted anything.
+      return o.sides.primary.agent?.guestStopped !== undefined && o.sides.primary.qemu.running === false;
+    case 'flap':
+      return quiet;
+    case 'isolate-primary':
+      return state('secondary') === 'solo' && o.sides.primary.qemu.running === false;
+    default:
+      // Someone failed over (or failed trying) and nobody is mid-sequence.
+      return SIDES.some((s) => state(s) === 'solo' || state(s) === 'failed') && SIDES.every((s) => state(s) !== 'failing-over');
+  }
+}
+
+async function settle(rig: Rig, scenario: Scenario, killed: ColoRole | undefined): Promise<{ obs: Observation; reached: boolean }> {
+  const r = await rig.waitFor((o) => outcomeReached(scenario, killed, o), OUTCOME_WAIT_MS);
   await sleep(SETTLE_MS); // anything late (a second takeover) would show now
-  return rig.observe();
+  return { obs: await rig.observe(), reached: r.ok };
 }
 
 async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenario): Promise<TrialResult | undefined> {
@@ -145,7 +163,8 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
     }
   }
 
-  const end = await settle(rig, scenario, killed);
+  const { obs: end, reached } = await settle(rig, scenario, killed);
+  if (!reached) notes.push(`outcome not reached within ${OUTCOME_WAIT_MS} ms`);
   const healthy = healthySides(scenario, killed);
   const twoPrimaries = end.runningPrimaries.length > 1;
   const noneWhileHealthy = end.runningPrimaries.length === 0 && healthy.length > 0;
@@ -167,7 +186,6 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
     const after = await rig.waitFor(
       (o) =>
         o.runningPrimaries.length > 0 &&
-        SIDES.every((s) => s === killed || !BUSY.has(String(o.sides[s].agent?.state))) &&
         // A loser that heard the winner's epoch is stale.
         SIDES.every((s) => s === killed || o.runningPrimaries.includes(s) || o.sides[s].agent?.state === 'stale' || o.sides[s].agent?.epoch?.epoch === o.sides[o.runningPrimaries[0]!].agent?.epoch?.epoch),
       OUTCOME_WAIT_MS,
@@ -180,20 +198,27 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
     if (before && healed.runningPrimaries.join(',') !== before) problems.push(`the running primary changed at the heal (${before} -> ${healed.runningPrimaries.join(',')})`);
     const overlapsAfter = rig.watch.overlaps();
     if (overlapsAfter.length > overlaps.length) problems.push('both QEMUs ran the guest as primary after the heal');
-    notes.push(`after heal: ${whoRuns(healed)}${after.ok ? '' : ' (not settled)'}`);
+    notes.push(`after heal: ${whoRuns(healed)}${after.ok ? '' : ` (not settled: ${describeObservation(after.obs)})`}`);
+    // Reported, not failed: an agent still "deciding" although its peer is back (see the report).
+    const stuck = SIDES.filter((s) => s !== killed && BUSY.has(String(healed.sides[s].agent?.state)) && healed.sides[s].agent?.peer.state === 'up');
+    if (stuck.length) notes.push(`still ${stuck.map((s) => `${s} ${healed.sides[s].agent?.state}`).join(', ')} with the peer up`);
     if (problems.length) notes.push(`healed: ${describeObservation(healed)}`);
   }
   const gap = rig.watch.handoverGapMs();
   if (gap !== undefined) notes.push(`handover gap ${gap.toFixed(1)} ms`);
+  // A side that ends as the running primary but whose guest was paused on the way (see the report).
+  // (With no arbiter reachable, partition+witness-down pauses the primary on purpose until the heal.)
+  const pauses = scenario === 'partition+witness-down' ? [] : SIDES.flatMap((s) => rig.watch.pauses(s).map(([a, b]) => `${s} paused ${(b - a).toFixed(0)} ms before running on as primary`));
+  if (pauses.length) notes.push(`NEEDLESS PAUSE: ${pauses.join(', ')}`);
 
   const line = `trial ${n} seed=${trialSeed} scenario=${scenario} -> running primary: ${outcome}${notes.length ? ` [${notes.join('; ')}]` : ''}`;
-  if (problems.length) {
+  if (problems.length || pauses.length) {
     t.comment(`${line}\n  end: ${describeObservation(end)}\n  events:\n${rig.watch.describe()}`);
     for (const side of SIDES) t.comment(rig.agents.agent(side).tail(40));
     if (rig.agents.witness) t.comment(rig.agents.witness.tail(30));
   }
   await rig.stop();
-  return { line, twoPrimaries: twoPrimaries || overlaps.length > 0, noneWhileHealthy, overlapMs, problems };
+  return { line, twoPrimaries: twoPrimaries || overlaps.length > 0, noneWhileHealthy, overlapMs, problems, pauses };
 }
 
 if (requireBuiltCli(t)) {
@@ -219,6 +244,11 @@ if (requireBuiltCli(t)) {
         tt.notOk(res.twoPrimaries, 'never two running primaries');
         tt.notOk(res.noneWhileHealthy, 'not none while a healthy side could continue');
         tt.same(res.problems, [], 'no problem found');
+        tt.same(res.pauses, [], 'no guest paused on its way to being the running primary', {
+          todo: res.pauses.length
+            ? 'known race: the witness announces the new epoch before the agent has adopted it; meanwhile leaseRemainingMs() is undefined, which the lease guard reads as "ran out", and it stops the guest of the primary that was just granted "continue" (resumed after the failover)'
+            : false,
+        });
         if (res.problems.length) failures++;
       });
       if (skipped) return;

@@ -15,6 +15,7 @@ import t, { type Test } from 'tap';
 import { killAllChildren, logMsg, requireBuiltCli, sleep, type AgentProcess } from '../helpers/agent-process.js';
 import { failoverDone, failoverStarting } from '../helpers/colo-agents.js';
 import { etcdAvailable, startEtcd } from '../helpers/etcd-server.js';
+import { mulberry32 } from '../helpers/prng.js';
 import {
   describeObservation,
   grantedTakeover,
@@ -48,6 +49,20 @@ function assertNeverTwo(t: Test, rig: Rig): void {
   t.same(overlaps, [], `at no moment did both QEMUs run the guest as primary (by QEMU's event stamps)${overlaps.length ? `\n${rig.watch.describe()}` : ''}`);
   const gap = rig.watch.handoverGapMs();
   if (gap !== undefined) t.comment(`handover: the new primary started ${gap.toFixed(1)} ms after the old one stopped (QEMU event stamps)`);
+}
+
+/**
+ * The side that continues was never paused on the way (its guest ran throughout). Asserted as
+ * TODO when it was: a known race (the witness announces the new epoch before the agent adopted
+ * it, and the lease guard reads the lease as run out meanwhile, stopping the guest of the very
+ * primary that was granted `continue` until its failover resumes it).
+ */
+function assertNoNeedlessPause(t: Test, rig: Rig, side: ColoRole): void {
+  const pauses = rig.watch.pauses(side);
+  const what = pauses.map(([a, b]) => `${(b - a).toFixed(0)} ms`).join(', ');
+  t.same(pauses, [], `the ${side}'s guest was never paused on its way${what ? ` (paused ${what})` : ''}`, {
+    todo: pauses.length ? 'known race: lease guard stops the guest of the primary granted "continue" before its epoch is adopted' : false,
+  });
 }
 
 /** Wait for a log record; on timeout fail with every process's tail instead of throwing. */
@@ -103,6 +118,7 @@ async function linkCut(t: Test, arbiter: ArbiterKind): Promise<void> {
   const settled = await rig.observe();
   assertOnlyRunningPrimary(t, rig, settled, 'primary', 'after the heal');
   t.equal(agents.secondary.find(failoverStarting, sinceS), undefined, 'and the secondary never started a failover');
+  assertNoNeedlessPause(t, rig, 'primary');
 }
 
 /**
@@ -127,11 +143,6 @@ async function primaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
   t.equal(epochOf(during.obs, 'secondary'), 1, 'the secondary holds epoch 1');
   t.equal(during.obs.sides.primary.agent?.guestStopped, 'lease', "the primary's status says guestStopped: lease");
   t.equal(agents.primary.find(failoverStarting, sinceP), undefined, 'the isolated primary started no failover');
-  const stopped = agents.primary.find(guestStopped, sinceP);
-  const couldNot = agents.primary.find(logMsg('could not stop the guest'), sinceP);
-  t.ok(stopped, "the agent's QMP stop completed ('guest STOPPED' logged)", {
-    todo: couldNot ? `QMP stop hung on QEMU 7.2 (${String((couldNot.record?.err as { message?: string } | undefined)?.message)}): the vCPUs were paused (STOP event) but the command returns only after the heal` : false,
-  });
 
   await rig.heal();
   const after = await rig.waitFor((o) => o.sides.primary.agent?.state === 'stale' && o.sides.primary.qemu.fromEvents !== true, WAIT_MS);
@@ -142,6 +153,26 @@ async function primaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
   t.equal(settled.sides.primary.agent?.epoch?.stale, true, 'its epoch is marked stale');
   assertOnlyRunningPrimary(t, rig, settled, 'secondary', 'after the heal');
   t.equal(agents.primary.find(logMsg('guest resumed (cont)'), sinceP), undefined, 'the old primary never resumed its guest');
+  assertStopCompleted(t, agents.primary, sinceP);
+  t.comment(`QEMU events: ${rig.watch.describe().replace(/\n/g, ' | ')}`);
+}
+
+/** The agent's own QMP `stop` returned in time (see the known issue above: a TODO while it hangs). */
+function assertStopCompleted(t: Test, agent: AgentProcess, since: number): void {
+  const stopped = agent.find(guestStopped, since);
+  const couldNot = agent.find(logMsg('could not stop the guest'), since);
+  const late = agent.find((r) => r.msg === 'late QMP reply after timeout, discarded' && r.command === 'stop', since);
+  const why = couldNot
+    ? `QMP stop did not return in time on QEMU ${String(agent.find((r) => typeof r.profile === 'string')?.record?.profile ?? '7.2')} ` +
+      `(${String((couldNot.record?.err as { message?: string } | undefined)?.message)}; ` +
+      `${late ? `its reply came ${Math.round(Number(late.record?.elapsedMs))} ms after it was sent, after the heal` : 'no reply yet'}): ` +
+      'the vCPUs were paused at once (STOP event), but the agent logged "could not stop the guest" and its QMP hung for the whole partition'
+    : false;
+  t.comment(
+    `the agent's QMP stop: ${stopped ? `'guest STOPPED' logged at ${String(stopped.record?.time)}` : 'never reported done'}` +
+      `${couldNot ? `; 'could not stop the guest' at ${String(couldNot.record?.time)}` : ''}${late ? `; late reply after ${Math.round(Number(late.record?.elapsedMs))} ms` : ''}`,
+  );
+  t.ok(stopped && !couldNot, "the agent's QMP stop completed in time ('guest STOPPED' logged, no 'could not stop the guest')", { todo: why });
 }
 
 if (requireBuiltCli(t)) {
@@ -169,6 +200,7 @@ if (requireBuiltCli(t)) {
     const after = await rig.waitFor((o) => o.sides.secondary.agent?.state === 'stale', WAIT_MS);
     t.ok(after.ok, `after the heal the secondary is stale (${describeObservation(after.obs)})`);
     assertOnlyRunningPrimary(t, rig, after.obs, 'primary', 'after the heal');
+    assertNoNeedlessPause(t, rig, 'primary');
   });
 
   t.test('witness down (SIGKILL) with the pair healthy: nothing happens', async (t) => {
@@ -206,7 +238,6 @@ if (requireBuiltCli(t)) {
     const rig = await startRig(t, { arbiter: 'witness' });
     if (!rig) return;
     const seed = Number(process.env.COLO_FLAP_SEED ?? Date.now() % 2 ** 31);
-    const { mulberry32 } = await import('../helpers/prng.js');
     const rnd = mulberry32(seed);
     const cycles = 6;
     const steps: string[] = [];
@@ -241,6 +272,7 @@ if (requireBuiltCli(t)) {
       t.comment(`the flapping ended in a failover: ${winner} solo at epoch ${epochOf(o, winner)}`);
       t.same(o.runningPrimaries, [winner], 'the side that failed over runs the guest');
       t.equal(o.sides[loser].agent?.state, 'stale', 'the other side is stale');
+      assertNoNeedlessPause(t, rig, winner);
     } else {
       t.comment('the flapping ended with the pair still joined');
       t.equal(p?.state, 'peer-up', 'primary peer-up');

@@ -30,7 +30,7 @@
  */
 import { ColoAgentError } from '../../src/errors.js';
 import type { QmpEvent } from '../../src/qmp/index.js';
-import { FaultProxy } from '../../src/util/fault-proxy.js';
+import { FaultProxy } from './fault-proxy.js';
 import { AGENT_HOSTS, freePort, sleep, type LogPredicate } from './agent-process.js';
 import {
   FAST_HEARTBEAT,
@@ -322,6 +322,20 @@ export class PrimaryWatch {
     return out;
   }
 
+  /**
+   * Pauses of at least `minMs` between two running-primary spans of a side: its guest stopped and
+   * ran again as primary (a failover's own STOP/RESUME pair lasts well under a millisecond).
+   */
+  pauses(side: ColoRole, minMs = 50): Array<[number, number]> {
+    const spans = this.spans(side);
+    const out: Array<[number, number]> = [];
+    for (let i = 1; i < spans.length; i++) {
+      const gap: [number, number] = [spans[i - 1]![1], spans[i]![0]];
+      if (gap[1] - gap[0] >= minMs) out.push(gap);
+    }
+    return out;
+  }
+
   /** Every moment both sides ran the guest as primary: [start, end) spans (empty = never). */
   overlaps(): Array<[number, number]> {
     const out: Array<[number, number]> = [];
@@ -419,16 +433,14 @@ export async function startRig(t: SkippableTest & { comment(...m: unknown[]): un
     }
 
     const agentOpts = opts.agents ?? {};
-    const extra = (process.env.SB_EXTRA_SETS ?? '').split(' ').filter(Boolean); // TEMP
     const agents = await startColoAgents(pair, {
       heartbeat: { ...FAST_HEARTBEAT, ...agentOpts.heartbeat },
       failover: { reprobeIntervalMs: 200, ...agentOpts.failover },
       ...agentOpts,
-      sets: [...extra, ...(agentOpts.sets ?? [])],
       statusEndpoints: true,
       arbiter:
         opts.arbiter === 'witness'
-          ? { mode: 'witness', leaseMs: opts.leaseMs ?? 500, sets: extra }
+          ? { mode: 'witness', leaseMs: opts.leaseMs ?? 500 }
           : { mode: 'etcd', endpoints: (side) => [`http://${forwarders[side]!.address}`], leaseTtlSeconds: opts.leaseTtlSeconds ?? 1 },
       setsFor: (side) => [
         ...(side === 'secondary' ? COLO_KEYS_OF_NEW_PRIMARY.map((k) => `colo.${k}=${own[k]}`) : []),
