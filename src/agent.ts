@@ -883,6 +883,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       'stale epoch: another node was granted the guest; staying passive (no failover, no resume as primary)',
     );
     this.setState('stale', `epoch ${e.newestSeen} (from ${from}) is newer than ours (${e.epoch})`);
+    // The guest is the other node's now: its time unprotected is counted there, not here.
+    this.unprotectedSince = undefined;
     // Our guest running as primary beside the holder of the newer epoch is the split brain itself.
     if (this.colo.status.mode === 'primary' || (this.colo.status.mode === 'none' && this.role === 'primary')) void this.stopGuest('stale');
     this.maybeLaunch('our epoch is stale: this host comes back as the new secondary');

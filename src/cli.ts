@@ -13,7 +13,7 @@ import { DRILL_KINDS, type DrillKind } from './demo/timeline.js';
 import { manualFailover } from './commands/failover.js';
 import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
 import { requestResume } from './commands/resume.js';
-import { planText } from './commands/plan.js';
+import { PLAN_SEQUENCES, planText } from './commands/plan.js';
 import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
@@ -33,8 +33,8 @@ commands:
   check-config  --config FILE [--set key=value ...]   validate; print the effective config (secrets redacted)
   qmp           --qmp unix:PATH|tcp:HOST:PORT COMMAND [JSON-ARGS] [--timeout MS] [--oob]
                 send one QMP command and print the JSON reply (exit 1 on a QMP error)
-  plan          --config FILE --sequence primary-failover|secondary-failover [--set key=value ...]
-                print the exact QMP commands a failover would send, without sending them
+  plan          --config FILE --sequence SEQUENCE [--set key=value ...]
+                print the exact QMP commands a sequence would send, without sending them: ${PLAN_SEQUENCES.join(', ')}
   failover      --config FILE [--qmp ADDR] [--set key=value ...]
                 run the failover on this node's QEMU now (stop the agent first; journal-guarded)
   maintenance   on|off|status --config FILE [--reason TEXT] [--set key=value ...]
@@ -115,12 +115,14 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, sequence: { type: 'string' } },
       });
-      if (!values.sequence) throw new UsageError('--sequence primary-failover|secondary-failover is required');
+      if (!values.sequence) throw new UsageError(`--sequence is required: one of ${PLAN_SEQUENCES.join(', ')}`);
       const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
       if (cfg.qemu.profile === 'auto') {
         throw new UsageError('plan sends nothing to QEMU, so it cannot read its version: give the profile, e.g. --set qemu.profile=7.2');
       }
-      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence));
+      // This node's own address, as the agent uses it when it prepares a fresh secondary here.
+      const ownHost = cfg.node.role === 'secondary' ? cfg.colo.secondaryHost : cfg.colo.primaryHost;
+      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence, { ownHost, netdev: cfg.colo.netdev }));
       return 0;
     }
     case 'failover': {

@@ -19,7 +19,9 @@
  * - the NBD target and migration go to the PEER, which after a secondary failover is the old
  *   primary's host (colo.primaryHost), not colo.secondaryHost;
  * - blockdev-add of an `nbd` node instead of HMP drive_add on profiles with nbdNodeRemoval
- *   'blockdev-del' (the newer upstream docs), mirroring the failover's drive_del/blockdev-del choice.
+ *   'blockdev-del' (the newer upstream docs), mirroring the failover's drive_del/blockdev-del choice;
+ * - the replication node is created, and x-colo and the checkpoint delay set, before `stop` (at
+ *   the end of prepare), to keep the NBD connect out of the guest's pause; it is attached after.
  *
  * The rollback removes all five proxy objects: the executor checks before it starts that none of
  * them exists (after a primary failover the failover deleted the primary's own; a former secondary
@@ -361,6 +363,14 @@ export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, 
   const prepare: ResumeStep[] = [
     cmd('drive-mirror', 'drive-mirror', mirrorArgs),
     { kind: 'wait-job-ready', name: `wait-job-ready ${RESYNC_JOB_ID}`, job: RESYNC_JOB_ID, timeoutMs: t.resyncMs, pollMs: t.progressPollMs },
+    // Before `stop`, unlike the document: creating the replication node opens its NBD connection
+    // (about 90 ms here), which would otherwise count in the guest's pause. The node stays
+    // unattached (x-blockdev-change after `stop` attaches it, as documented), so the running guest
+    // writes nothing through it; the rollback removes it like any other part. Setting the
+    // migration capability and parameter touches nothing the guest uses either.
+    attachStep(c, profile, nbd),
+    cmd('migrate-set-capabilities', 'migrate-set-capabilities', X_COLO),
+    cmd('migrate-set-parameters', 'migrate-set-parameters', { 'x-checkpoint-delay': c.checkpointDelayMs }),
   ];
 
   const switchover: ResumeStep[] = [
@@ -368,11 +378,8 @@ export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, 
     // On a READY mirror this ends the job without pivoting: the target keeps a point-in-time copy.
     cmd('block-job-cancel', 'block-job-cancel', { device: RESYNC_JOB_ID }),
     { kind: 'wait-job-gone', name: `wait-job-gone ${RESYNC_JOB_ID}`, job: RESYNC_JOB_ID, requireSynced: true, timeoutMs: t.jobEndMs },
-    attachStep(c, profile, nbd),
     cmd('x-blockdev-change', 'x-blockdev-change', { parent: c.disk, node: c.replicationNode }),
     ...proxyObjects(c, netdev, afterSecondaryFailover).map((o) => cmd(`object-add ${o.id}`, 'object-add', objectAddArgs(profile, o.qomType, o.id, o.props))),
-    cmd('migrate-set-capabilities', 'migrate-set-capabilities', X_COLO),
-    cmd('migrate-set-parameters', 'migrate-set-parameters', { 'x-checkpoint-delay': c.checkpointDelayMs }),
     cmd('migrate', 'migrate', { uri: `tcp:${hostPort(migration)}` }),
     { kind: 'wait-colo', name: 'wait-colo', timeoutMs: t.coloMs },
   ];

@@ -65,5 +65,35 @@ export function formatStatus(s: AgentStatus): string {
   if (s.guestStopped) lines.push(`guest PAUSED by the agent (${s.guestStopped === 'lease' ? 'cut off from peer and arbiter, lease ran out' : 'stale epoch'})`);
   const f = s.lastFailover;
   if (f) lines.push(`last failover: ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
+  lines.push(...failbackLines(s));
   return lines.join('\n');
+}
+
+/** Unprotected time, the resync in flight, the last resume, and a QEMU the agent launched. */
+function failbackLines(s: AgentStatus): string[] {
+  const out: string[] = [];
+  const b = s.failback;
+  if (b?.unprotectedForMs !== undefined) {
+    out.push(
+      `UNPROTECTED for ${Math.round(b.unprotectedForMs / 1000)} s` +
+        (b.peerReady ? `; the peer's fresh secondary is ready (epoch ${b.peerReady.epoch})` : '; waiting for a fresh secondary on the peer') +
+        (b.nextAttemptInMs !== undefined ? `; next resume attempt in ${Math.round(b.nextAttemptInMs / 1000)} s` : ''),
+    );
+  }
+  if (b?.progress) out.push(`resync ${b.progress.percent.toFixed(1)}% (${b.progress.offset} of ${b.progress.len} bytes)`);
+  const r = b?.lastResume;
+  if (r) {
+    const how = r.ok ? 'ok' : r.rolledBack ? 'FAILED, rolled back' : 'FAILED, rollback failed too';
+    const figures = [r.resyncMs !== undefined && `resync ${r.resyncMs} ms`, r.pauseMs !== undefined && `pause ${r.pauseMs} ms`].filter(Boolean).join(', ');
+    out.push(`last resume: ${r.sequence} ${how}${figures ? ` (${figures})` : ''}${r.error ? `: ${r.error}` : ''}`);
+  }
+  const l = s.qemu.launch;
+  if (l) {
+    const exit = l.lastExit ? `; last exit: ${l.lastExit.signal ?? `code ${l.lastExit.code ?? '?'}`}` : '';
+    out.push(
+      `launched QEMU: ${l.running ? `pid ${l.pid}${l.adopted ? ' (adopted)' : ''} running` : 'not running'}; ${l.launches} launches, ` +
+        `${l.restartsInWindow} restarts in window${l.gaveUp ? '; GAVE UP (restart budget spent): restart the agent' : ''}${exit}`,
+    );
+  }
+  return out;
 }

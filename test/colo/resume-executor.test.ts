@@ -53,9 +53,9 @@ t.test('success: documented order, journal finished, pause/resync/bytes measured
   const out = await exec.run({ sequence: 'primary-resume', reason: 'test', id: 'r-1', epoch: 7 });
   t.equal(out.ok, true, out.error?.message ?? 'ok');
   t.same(sent(conn), [
-    'drive-mirror', 'stop', 'block-job-cancel', 'human-monitor-command', 'x-blockdev-change',
-    'object-add', 'object-add', 'object-add', 'object-add', 'object-add',
-    'migrate-set-capabilities', 'migrate-set-parameters', 'migrate',
+    'drive-mirror', 'human-monitor-command', 'migrate-set-capabilities', 'migrate-set-parameters',
+    'stop', 'block-job-cancel', 'x-blockdev-change',
+    'object-add', 'object-add', 'object-add', 'object-add', 'object-add', 'migrate',
   ]);
   t.match(out, { sequence: 'primary-resume', rolledBack: false, recovered: false, bytes: 64 * 1024 * 1024 });
   t.ok((out.resyncMs ?? 0) > 0 && (out.pauseMs ?? 0) > 0 && (out.pauseByEventMs ?? 0) > 0, `measured resync ${out.resyncMs} pause ${out.pauseMs} / ${out.pauseByEventMs}`);
@@ -105,7 +105,7 @@ const failures: Array<[string, SimOptions, RegExp, boolean]> = [
   ['a plain migration instead of COLO', { migrate: 'plain' }, /PlainMigration/, true],
   ['the migration hangs (timeout)', { migrate: 'hang' }, /wait-colo.*not within/, true],
   ['never ready (timeout)', { mirror: 'hang' }, /wait-job-ready resync.*not within/, false],
-  ['drive_add fails', { override: { 'human-monitor-command': (c) => (String(c.arguments?.['command-line']).startsWith('drive_add') ? { return: "Failed to connect to '127.0.0.2:9999': Connection refused\r\n" } : undefined) } }, /drive_add.*HMP said: Failed to connect/, true],
+  ['drive_add fails', { override: { 'human-monitor-command': (c) => (String(c.arguments?.['command-line']).startsWith('drive_add') ? { return: "Failed to connect to '127.0.0.2:9999': Connection refused\r\n" } : undefined) } }, /drive_add.*HMP said: Failed to connect/, false],
 ];
 
 for (const [what, opts, error, paused] of failures) {
@@ -137,7 +137,7 @@ t.test('a failing rollback finishes the decision as failed (operator needed)', a
 });
 
 t.test('QMP lost mid-switch-over: rollback cannot run, decision failed; recover() on a new connection rolls back', async (t) => {
-  const sim = new SimQemu({ override: { 'migrate-set-capabilities': 'disconnect' } });
+  const sim = new SimQemu({ override: { 'x-blockdev-change': 'disconnect' } });
   const { journal, exec, dir } = await setup(t, sim);
   const out = await exec.run({ sequence: 'primary-resume', reason: 'test' });
   t.match(out, { ok: false, rolledBack: false, error: { code: 'COLO_STEP_DISCONNECTED' } });

@@ -52,27 +52,28 @@ t.test('primary resume with the documented names: prepare, switch-over, peer = s
   t.same(wire(seq.prepare), [
     { execute: 'drive-mirror', arguments: { device: 'colo-disk0', 'job-id': 'resync', target: 'nbd://127.0.0.2:9999/parent0', mode: 'existing', format: 'raw', sync: 'full' } },
     { wait: 'job-ready', job: 'resync' },
+    // Before stop: the NBD connect stays out of the guest's pause (the node is attached after stop).
+    {
+      execute: 'human-monitor-command',
+      arguments: { 'command-line': 'drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,file.host=127.0.0.2,file.port=9999,file.export=parent0,node-name=replication0' },
+    },
+    { execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'x-colo', state: true }] } },
+    { execute: 'migrate-set-parameters', arguments: { 'x-checkpoint-delay': withResumeDefaults({}).checkpointDelayMs } },
   ]);
   t.same(wire(seq.switchover), [
     { execute: 'stop' },
     { execute: 'block-job-cancel', arguments: { device: 'resync' } },
     { wait: 'job-gone', job: 'resync', requireSynced: true },
-    {
-      execute: 'human-monitor-command',
-      arguments: { 'command-line': 'drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,file.host=127.0.0.2,file.port=9999,file.export=parent0,node-name=replication0' },
-    },
     { execute: 'x-blockdev-change', arguments: { parent: 'colo-disk0', node: 'replication0' } },
     { execute: 'object-add', arguments: { 'qom-type': 'filter-mirror', id: 'm0', netdev: 'hn0', queue: 'tx', outdev: 'mirror0' } },
     { execute: 'object-add', arguments: { 'qom-type': 'filter-redirector', id: 'redire0', netdev: 'hn0', queue: 'rx', indev: 'compare_out' } },
     { execute: 'object-add', arguments: { 'qom-type': 'filter-redirector', id: 'redire1', netdev: 'hn0', queue: 'rx', outdev: 'compare0' } },
     { execute: 'object-add', arguments: { 'qom-type': 'iothread', id: 'iothread1' } },
     { execute: 'object-add', arguments: { 'qom-type': 'colo-compare', id: 'comp0', primary_in: 'compare0-0', secondary_in: 'compare1', outdev: 'compare_out0', iothread: 'iothread1' } },
-    { execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'x-colo', state: true }] } },
-    { execute: 'migrate-set-parameters', arguments: { 'x-checkpoint-delay': withResumeDefaults({}).checkpointDelayMs } },
     { execute: 'migrate', arguments: { uri: 'tcp:127.0.0.2:9998' } },
     { kind: 'wait-colo' },
   ]);
-  const drive = seq.switchover.find((s) => s.name === 'drive_add');
+  const drive = seq.prepare.find((s) => s.name === 'drive_add');
   t.match(drive, { hmp: true });
   t.equal(seq.switchover[0]?.name, 'stop', 'the switch-over starts with stop');
   for (const part of [seq.prepare, seq.switchover, seq.rollback]) {
@@ -88,7 +89,7 @@ t.test('secondary resume: peer = primary host, the three net filters inserted be
   const seq = secondaryResume({}, P72);
   t.match(seq, { name: 'secondary-resume', afterSecondaryFailover: true });
   t.same(seq.peer, { nbd: { host: '127.0.0.1', port: 9999 }, migration: { host: '127.0.0.1', port: 9998 } });
-  const byName = new Map(seq.switchover.map((s) => [s.name, s]));
+  const byName = new Map([...seq.prepare, ...seq.switchover].map((s) => [s.name, s]));
   const args = (n: string) => {
     const s = byName.get(n);
     return s?.kind === 'command' ? s.args : undefined;
@@ -165,11 +166,11 @@ t.test('profiles: object-add props before 6.0, no yank before 6.0, blockdev-add/
   t.match(oldSecondary.switchover.find((s) => s.name === 'object-add m0'), { args: { props: { insert: 'before', position: 'id=rew0' } } });
 
   const bd = primaryResume({}, BLOCKDEV);
-  t.same(bd.switchover.find((s) => s.name === 'blockdev-add'), {
+  t.same(bd.prepare.find((s) => s.name === 'blockdev-add'), {
     kind: 'command', name: 'blockdev-add', command: 'blockdev-add',
     args: { driver: 'nbd', 'node-name': 'replication0', server: { type: 'inet', host: '127.0.0.2', port: '9999' }, export: 'parent0', 'detect-zeroes': 'on' },
   });
-  t.notOk(bd.switchover.some((s) => s.name === 'drive_add'));
+  t.notOk([...bd.prepare, ...bd.switchover].some((s) => s.name === 'drive_add'));
   t.match(bd.rollback.find((s) => s.name === 'blockdev-del'), { args: { 'node-name': 'replication0' }, target: { kind: 'block-node', id: 'replication0' }, onMissing: 'done' });
 });
 

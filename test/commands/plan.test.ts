@@ -63,8 +63,11 @@ t.test('primary resume plan: the three parts, waits and conditional steps as com
   t.ok(part('prepare') < part('switchover') && part('switchover') < part('rollback'), 'prepare, switchover, rollback in order');
   const cmds = lines.filter((l) => !l.startsWith('#'));
   for (const l of cmds) t.doesNotThrow(() => JSON.parse(l), 'each command line is JSON');
-  t.same(cmds.slice(0, 3), [
+  t.same(cmds.slice(0, 6), [
     '{"execute":"drive-mirror","arguments":{"device":"colo-disk0","job-id":"resync","target":"nbd://127.0.0.2:9999/parent0","mode":"existing","format":"raw","sync":"full"}}',
+    '{"execute":"human-monitor-command","arguments":{"command-line":"drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,file.host=127.0.0.2,file.port=9999,file.export=parent0,node-name=replication0"}}',
+    '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-colo","state":true}]}}',
+    '{"execute":"migrate-set-parameters","arguments":{"x-checkpoint-delay":20000}}',
     '{"execute":"stop"}',
     '{"execute":"block-job-cancel","arguments":{"device":"resync"}}',
   ]);

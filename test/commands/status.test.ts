@@ -61,3 +61,58 @@ t.test('the summary names every state, and says so when the node is stale, pause
   const older = formatStatus({ ...base, epoch: undefined, arbiter: undefined as unknown as AgentStatus['arbiter'] });
   t.notMatch(older, /epoch/, "an older agent's /status without epoch prints no epoch line");
 });
+
+t.test('the summary says how long the guest is unprotected, the resync, the last resume and a launched QEMU', async (t) => {
+  const base: AgentStatus = {
+    node: 'colo-a',
+    role: 'primary',
+    state: 'solo',
+    peer: { name: 'colo-b', state: 'up', silentForMs: 40, qemuReachable: true },
+    links: [],
+    qemu: { qmp: 'unix:/run/q.sock', status: 'ready', version: '7.2.22', colo: { mode: 'none' } as AgentStatus['qemu']['colo'] },
+    maintenance: { on: false },
+    arbiter: { mode: 'none', reachable: true },
+  };
+  t.notMatch(formatStatus(base), /UNPROTECTED|resume|launched/, 'nothing when replicated and nothing launched');
+  const solo = formatStatus({
+    ...base,
+    failback: {
+      unprotectedForMs: 61_400,
+      nextAttemptInMs: 4_200,
+      lastResume: { sequence: 'primary-resume', ok: false, rolledBack: true, resyncMs: 340, error: 'wait-colo: not within 60000 ms' },
+    },
+  });
+  t.match(solo, /^UNPROTECTED for 61 s; waiting for a fresh secondary on the peer; next resume attempt in 4 s$/m);
+  t.match(solo, /^last resume: primary-resume FAILED, rolled back \(resync 340 ms\): wait-colo: not within 60000 ms$/m);
+  const resuming = formatStatus({
+    ...base,
+    state: 'resuming',
+    failback: { unprotectedForMs: 2_000, peerReady: { epoch: 3, nbd: '127.0.0.2:9999', qemu: '7.2.22' }, progress: { percent: 42.5, offset: 425, len: 1000 } },
+  });
+  t.match(resuming, /^UNPROTECTED for 2 s; the peer's fresh secondary is ready \(epoch 3\)$/m);
+  t.match(resuming, /^resync 42\.5% \(425 of 1000 bytes\)$/m);
+  const launched = formatStatus({
+    ...base,
+    role: 'secondary',
+    state: 'ready-secondary',
+    qemu: {
+      ...base.qemu,
+      launch: {
+        pid: 4242, running: true, adopted: true, launches: 0, restartsInWindow: 0, restartPending: false, gaveUp: false, stopped: false,
+        logFile: '/var/lib/colo/qemu.log', recordFile: '/var/lib/colo/qemu-launch.json',
+      },
+    },
+  });
+  t.match(launched, /^launched QEMU: pid 4242 \(adopted\) running; 0 launches, 0 restarts in window$/m);
+  const gaveUp = formatStatus({
+    ...base,
+    qemu: {
+      ...base.qemu,
+      launch: {
+        running: false, adopted: false, launches: 6, restartsInWindow: 5, restartPending: false, gaveUp: true, stopped: false,
+        lastExit: { pid: 9, code: 1, signal: null, at: 0, ranMs: 200 }, logFile: '/l', recordFile: '/r',
+      },
+    },
+  });
+  t.match(gaveUp, /^launched QEMU: not running; 6 launches, 5 restarts in window; GAVE UP \(restart budget spent\): restart the agent; last exit: code 1$/m);
+});
