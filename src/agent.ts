@@ -77,6 +77,9 @@ export type AgentState =
   | 'stopped';
 
 /** States in which the peer's heartbeat verdict drives the state and may start a takeover. */
+/** How often a COLO primary takes its block graph again (it changes only with drive_add / failover). */
+const BLOCK_GRAPH_REFRESH_MS = 30_000;
+
 const WATCHING: ReadonlySet<AgentState> = new Set(['waiting-for-peer', 'peer-up', 'peer-suspect', 'peer-down', 'peer-agent-lost', 'arbitrating']);
 
 export interface AgentStateChange {
@@ -301,6 +304,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private preparing = false;
   private lastPrepareCheck = -Infinity;
   private announceTimer: TimerHandle | undefined;
+  /** The block graph of our QEMU as a COLO primary, for the failover's yank (cachedBlockGraph). */
+  private blockGraph: unknown;
+  private blockGraphAt = -Infinity;
+  private blockGraphFetching = false;
   /** qemu.launch: the agent starts its own (fresh secondary) QEMU; undefined when off. */
   readonly launcher: QemuLaunchController | undefined;
 
@@ -639,6 +646,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       void this.observeEpoch(e.epoch, `peer ${e.peerName}`);
     });
     this.colo.on('change', (_prev, next) => {
+      // A resume adds a new NBD node: the graph is taken again once COLO runs.
+      this.blockGraphAt = -Infinity;
+      if (next.mode !== 'primary') this.blockGraph = undefined;
       if (this.current === 'ready-secondary' && next.mode === 'secondary') {
         this.clock.clearTimeout(this.announceTimer);
         this.setState(PEER_TO_AGENT[this.peer.state], 'replicating again: our QEMU is the secondary in COLO');
@@ -965,6 +975,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const now = this.clock.now();
     void this.maybeResume();
     void this.checkFreshSecondary();
+    this.refreshBlockGraph(now);
     if (this.qmp.status === 'unhealthy') this.unhealthySince ??= now;
     else this.unhealthySince = undefined;
 
@@ -1001,6 +1012,23 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * A COLO primary keeps a recent block graph: on QEMU 7.2 a `stop` during a partition can leave
+   * the main loop stuck on the dead secondary's NBD socket, and the failover's yank then cannot
+   * ask for the graph that names the NBD node it must yank to unstick it.
+   */
+  private refreshBlockGraph(now: number): void {
+    if (this.blockGraphFetching || this.colo.status.mode !== 'primary' || this.qmp.status !== 'ready') return;
+    if (now - this.blockGraphAt < BLOCK_GRAPH_REFRESH_MS) return;
+    this.blockGraphFetching = true;
+    this.blockGraphAt = now;
+    this.qmp
+      .execute('x-debug-query-block-graph', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs })
+      .then((g) => (this.blockGraph = g))
+      .catch((err: unknown) => this.rateLimitedInfo('block-graph', { err: (err as Error).message }, 'x-debug-query-block-graph failed: a failover yank may not name the NBD node'))
+      .finally(() => (this.blockGraphFetching = false));
+  }
+
   private async execute(sequence: 'primary-failover' | 'secondary-failover', trigger: TakeoverTrigger | 'journal', reason: string): Promise<void> {
     const journal = this.journal;
     if (!journal) throw new Error('execute() before start()');
@@ -1013,6 +1041,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       stepTimeoutMs: this.cfg.failover.stepTimeoutMs,
       clock: this.clock,
       logger: this.deps.logger,
+      cachedBlockGraph: () => this.blockGraph,
     });
     try {
       const outcome = await executor.run({ sequence, reason: `${trigger}: ${reason}` });

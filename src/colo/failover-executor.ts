@@ -33,6 +33,8 @@ export interface FailoverExecutorOptions {
   clock?: Clock;
   logger?: Logger;
   onStep?: (record: StepRecord) => void;
+  /** See RunSequenceOptions.cachedBlockGraph. */
+  cachedBlockGraph?: () => unknown;
 }
 
 export interface FailoverOutcome {
@@ -90,6 +92,7 @@ export class FailoverExecutor {
       alreadyDone: decision.completedSteps,
       clock: this.clock,
       logger: this.log,
+      ...(this.opts.cachedBlockGraph && { cachedBlockGraph: this.opts.cachedBlockGraph }),
       onStep: async (rec) => {
         if (rec.outcome === 'done' || rec.outcome === 'already-done') await journal.stepDone(rec.name);
         this.opts.onStep?.(rec);

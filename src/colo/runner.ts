@@ -92,6 +92,15 @@ export interface RunSequenceOptions {
    * already-done matching.
    */
   onStep?: (record: StepRecord) => void | Promise<void>;
+  /**
+   * A block graph (x-debug-query-block-graph's return value) taken earlier, while QEMU answered:
+   * used by the yank step when the live query gets no answer. That query is in-band, so a main
+   * loop stuck on the dead peer's NBD socket (a `stop` draining writes to it, QEMU 7.2) cannot
+   * answer it, and the NBD node, the one instance that would unstick it, could not be named. The
+   * node's generated name does not change while COLO runs; a stale name is only ever refused by
+   * `yank` (instances are still intersected with what query-yank lists now).
+   */
+  cachedBlockGraph?: () => unknown;
 }
 
 /** Executes `sequence`. Resolves with the result in every case; never rejects. */
@@ -182,7 +191,7 @@ async function runStep(opts: RunSequenceOptions, step: Step, clock: Clock): Prom
   const base = { sequence: opts.sequence.name, name: step.name, kind: step.kind, optional: step.optional ?? false };
   const timeoutMs = step.timeoutMs ?? opts.stepTimeoutMs;
   if (step.kind === 'yank') {
-    const r = await runYank(opts.qmp, step, timeoutMs);
+    const r = await runYank(opts.qmp, step, timeoutMs, opts.cachedBlockGraph);
     return { ...base, command: 'yank', durationMs: clock.now() - started, ...r };
   }
   const outcome = await runCommand(opts.qmp, step, timeoutMs);
@@ -216,6 +225,7 @@ async function runYank(
   qmp: SequenceQmp,
   step: YankStep,
   timeoutMs: number,
+  cachedBlockGraph?: () => unknown,
 ): Promise<{ outcome: StepOutcome; error?: ColoStepError; yanked?: YankInstance[]; oob: boolean; note?: string }> {
   // query-yank and yank are allow-oob: out-of-band they are answered even while QEMU's main loop
   // is blocked on the dead peer, which is exactly when they are needed.
@@ -229,8 +239,10 @@ async function runYank(
       // In-band only: if the main loop is stuck this times out, and the other instances are still
       // yanked; a block node is never yanked on a guess.
       graph = await qmp.execute('x-debug-query-block-graph', undefined, { timeoutMs }).catch((err: unknown) => {
-        note = `x-debug-query-block-graph failed (${toStepError(step.name, 'x-debug-query-block-graph', err).message}); no block node yanked`;
-        return undefined;
+        const why = `x-debug-query-block-graph failed (${toStepError(step.name, 'x-debug-query-block-graph', err).message})`;
+        const cached = cachedBlockGraph?.();
+        note = cached === undefined ? `${why}; no block node yanked` : `${why}; used the block graph taken before`;
+        return cached;
       });
     }
     const instances = resolveYank(step.targets, available, graph);

@@ -256,3 +256,31 @@ t.test('the block graph query failing: the other instances are still yanked, no 
   t.same(conn.commands.find((c) => c.execute === 'yank')?.arguments, { instances: [{ type: 'chardev', id: 'mirror0' }, { type: 'migration' }] });
   t.match(result.steps[0], { outcome: 'done', note: /x-debug-query-block-graph failed .*CommandNotFound.*no block node yanked/ });
 });
+
+t.test('the block graph query getting no answer (main loop stuck): the graph taken before names the NBD node', async (t) => {
+  const { qmp, conn } = await setup(t, {
+    'query-yank': { return: QUERY_YANK_PRIMARY },
+    'x-debug-query-block-graph': 'silent',
+    'human-monitor-command': { return: '' },
+  });
+  const result = await runSequence({ qmp, sequence: primaryFailover({}, P72), stepTimeoutMs: 200, cachedBlockGraph: () => GRAPH });
+  t.equal(result.ok, true);
+  t.same(
+    conn.commands.find((c) => c.execute === 'yank')?.arguments,
+    { instances: [{ type: 'chardev', id: 'mirror0' }, { type: 'block-node', 'node-name': '#block376' }, { type: 'migration' }] },
+    'the NBD node is yanked with the others',
+  );
+  t.match(result.steps[0], { outcome: 'done', note: /x-debug-query-block-graph failed .*no reply.*used the block graph taken before/ });
+});
+
+t.test('no cached graph either: the other instances are yanked, no block node', async (t) => {
+  const { qmp, conn } = await setup(t, {
+    'query-yank': { return: QUERY_YANK_PRIMARY },
+    'x-debug-query-block-graph': 'silent',
+    'human-monitor-command': { return: '' },
+  });
+  const result = await runSequence({ qmp, sequence: primaryFailover({}, P72), stepTimeoutMs: 200, cachedBlockGraph: () => undefined });
+  t.equal(result.ok, true);
+  t.same(conn.commands.find((c) => c.execute === 'yank')?.arguments, { instances: [{ type: 'chardev', id: 'mirror0' }, { type: 'migration' }] });
+  t.match(result.steps[0], { note: /no block node yanked/ });
+});
