@@ -36,7 +36,7 @@ import { HeartbeatLinks, type HeartbeatEvent, type PeerMessageEvent } from './he
 import type { HealthSummary } from './heartbeat/messages.js';
 import type { Logger } from './log.js';
 import { QmpClient, type QmpEvent, type QmpStatusChange } from './qmp/index.js';
-import { QemuLaunchController } from './qemu/launch-controller.js';
+import { QemuLaunchController, type LaunchFacts } from './qemu/launch-controller.js';
 import type { QemuSupervisorStatus } from './qemu/supervisor.js';
 import { systemClock, type Clock, type TimerHandle } from './util/clock.js';
 
@@ -308,6 +308,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private blockGraph: unknown;
   private blockGraphAt = -Infinity;
   private blockGraphFetching = false;
+  private lastLaunchCheck = -Infinity;
+  /** Bumped when the graph is dropped: a fetch that began before must not bring the old one back. */
+  private blockGraphGeneration = 0;
   /** qemu.launch: the agent starts its own (fresh secondary) QEMU; undefined when off. */
   readonly launcher: QemuLaunchController | undefined;
 
@@ -342,7 +345,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
 
     if (cfg.qemu.launch.enabled) {
-      this.launcher = new QemuLaunchController({ launch: cfg.qemu.launch, stateDir: cfg.node.stateDir, qmp: cfg.qemu.qmp, clock: this.clock, logger: deps.logger });
+      this.launcher = new QemuLaunchController({
+        launch: cfg.qemu.launch,
+        stateDir: cfg.node.stateDir,
+        qmp: cfg.qemu.qmp,
+        facts: () => this.launchFacts(),
+        clock: this.clock,
+        logger: deps.logger,
+      });
     }
 
     this.peer = new FailureDetector({ ...this.detectorTunables(), name: 'peer', clock: this.clock, logger: deps.logger });
@@ -646,9 +656,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       void this.observeEpoch(e.epoch, `peer ${e.peerName}`);
     });
     this.colo.on('change', (_prev, next) => {
-      // A resume adds a new NBD node: the graph is taken again once COLO runs.
-      this.blockGraphAt = -Infinity;
-      if (next.mode !== 'primary') this.blockGraph = undefined;
+      // A resume adds a new NBD node: the graph is taken again once COLO runs. Dropped only on a
+      // known other mode: 'unknown' (a poll timed out) is exactly when a stuck QEMU needs it.
+      if (next.mode === 'none' || next.mode === 'secondary') {
+        this.blockGraph = undefined;
+        this.blockGraphGeneration++;
+      }
+      if (next.mode === 'primary') this.blockGraphAt = -Infinity;
       if (this.current === 'ready-secondary' && next.mode === 'secondary') {
         this.clock.clearTimeout(this.announceTimer);
         this.setState(PEER_TO_AGENT[this.peer.state], 'replicating again: our QEMU is the secondary in COLO');
@@ -678,7 +692,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     // take over (a takeover raises the epoch it sends), so the guest is still ours to run.
     // Only once the detector counts the peer up again: a single frame through a flapping link
     // would resume the guest that the guard pauses again a moment later.
-    if (this.guestStoppedBy === 'lease' && this.peer.state === 'up' && this.epochs && e.epoch <= this.epochs.epoch && e.summary.coloMode === 'secondary') {
+    // And only while the peer itself is simply watching (peer-up): a peer that is arbitrating may
+    // still be granted the takeover its request is waiting for.
+    if (
+      this.guestStoppedBy === 'lease' &&
+      this.peer.state === 'up' &&
+      e.summary.agentState === 'peer-up' &&
+      this.epochs &&
+      e.epoch <= this.epochs.epoch &&
+      e.summary.coloMode === 'secondary'
+    ) {
       void this.resumeGuest('the peer is back as our secondary at our epoch');
     }
     // The heartbeat carries the same news as the peer-qemu-gone message, in case that was lost.
@@ -900,25 +923,39 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.maybeLaunch('our epoch is stale: this host comes back as the new secondary');
   }
 
+  /** What the launcher asks before it launches or restarts a QEMU (launch-controller.ts). */
+  private launchFacts(): LaunchFacts {
+    const busy =
+      this.journal?.unfinished() !== undefined
+        ? 'a sequence is unfinished in the journal'
+        : this.current === 'failing-over' || this.current === 'resuming' || this.current === 'failed' || this.current === 'stopping' || this.current === 'stopped'
+          ? `the agent is ${this.current}`
+          : this.deciding
+            ? 'a takeover decision is in progress'
+            : undefined;
+    return { role: this.role, stale: this.epochs?.stale ?? false, ...(busy !== undefined && { busy }) };
+  }
+
   /** At start: adopt the QEMU an earlier run launched, else launch one if this node is to be secondary. */
   private async startLauncher(): Promise<void> {
     const l = this.launcher!;
     await l.adopt();
-    if (l.status().running || this.current === 'stopping' || this.current === 'stopped') return;
-    await l.ensure({ role: this.role, stale: this.epochs?.stale ?? false }, 'agent start');
+    if (l.status().running) return;
+    await l.ensure('agent start');
   }
 
   /**
    * Our QEMU is gone, or this node just became stale: launch a fresh secondary, unless a QEMU
-   * answers or the supervisor already had one of ours (its restart policy decides about that one).
+   * answers, or the supervisor had one of ours whose exit its restart policy did not want
+   * restarted (a restart it wanted but could not make then, deferred, is made now).
    */
   private maybeLaunch(why: string): void {
     const l = this.launcher;
     if (!l || this.current === 'stopping' || this.current === 'stopped') return;
     if (this.qmp.status === 'ready' || this.qmp.status === 'unhealthy') return;
     const s = l.status();
-    if (s.running || s.lastExit || s.gaveUp || s.restartPending) return;
-    void l.ensure({ role: this.role, stale: this.epochs?.stale ?? false }, why);
+    if (s.running || s.gaveUp || s.restartPending || (s.lastExit && !s.restartDeferred)) return;
+    void l.ensure(why);
   }
 
   private async observeEpoch(epoch: number, from: string): Promise<void> {
@@ -976,6 +1013,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     void this.maybeResume();
     void this.checkFreshSecondary();
     this.refreshBlockGraph(now);
+    // A launch refused while a decision was in flight is tried again once it is over.
+    if (this.launcher && this.current === 'stale' && now - this.lastLaunchCheck >= 5000) {
+      this.lastLaunchCheck = now;
+      this.maybeLaunch('our epoch is stale: this host comes back as the new secondary');
+    }
     if (this.qmp.status === 'unhealthy') this.unhealthySince ??= now;
     else this.unhealthySince = undefined;
 
@@ -1022,9 +1064,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (now - this.blockGraphAt < BLOCK_GRAPH_REFRESH_MS) return;
     this.blockGraphFetching = true;
     this.blockGraphAt = now;
+    const generation = this.blockGraphGeneration;
     this.qmp
       .execute('x-debug-query-block-graph', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs })
-      .then((g) => (this.blockGraph = g))
+      .then((g) => {
+        if (generation === this.blockGraphGeneration && this.colo.status.mode === 'primary') this.blockGraph = g;
+      })
       .catch((err: unknown) => this.rateLimitedInfo('block-graph', { err: (err as Error).message }, 'x-debug-query-block-graph failed: a failover yank may not name the NBD node'))
       .finally(() => (this.blockGraphFetching = false));
   }

@@ -53,7 +53,7 @@ export class WitnessClient extends EventEmitter<ArbiterEvents> implements Arbite
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly pending = new Map<string, Pending>();
-  private state: (WitnessStateBody & { from: string }) | undefined;
+  private state: (WitnessStateBody & { from: string; session: string }) | undefined;
   /** Send time of the newest acknowledged heartbeat that renews the lease. */
   private lastRenewSentAt: number | undefined;
   /** What the summary said at the latest heartbeat round. */
@@ -168,7 +168,11 @@ export class WitnessClient extends EventEmitter<ArbiterEvents> implements Arbite
     }
     if (body.kind === 'state') {
       const before = this.state;
-      this.state = { ...body, from: e.peerName };
+      // Links can deliver an older announcement after a newer one (two links, a redial): within one
+      // witness session the epoch only grows, and a late {older epoch, holder us} must not count
+      // as a lease (leaseRemainingMs takes a newer epoch held by us as our grant in flight).
+      if (before && before.session === e.peerSession && body.witnessEpoch < before.witnessEpoch) return;
+      this.state = { ...body, from: e.peerName, session: e.peerSession };
       const ours = body.holder === this.opts.nodeName;
       if (!ours) {
         this.holderSince = undefined;

@@ -3,11 +3,12 @@
  * replication", qemu-colo-facts.md §2) as data, in three parts, plus the new secondary's preparation.
  *
  * - prepare (guest running): drive-mirror of the disk to the new secondary's NBD export, then wait
- *   for BLOCK_JOB_READY (disk in sync; progress from query-block-jobs).
+ *   for BLOCK_JOB_READY (disk in sync; progress from query-block-jobs); then create the replication
+ *   node (unattached), x-colo and x-checkpoint-delay.
  * - switchover (guest paused, starts with `stop`): end the mirror (block-job-cancel of a READY
  *   mirror leaves a point-in-time copy and reports BLOCK_JOB_COMPLETED), attach the replication
- *   node, add the COLO proxy objects, x-colo, x-checkpoint-delay, migrate, and wait until COLO runs
- *   (the migration's completion resumes the guest itself).
+ *   node, add the COLO proxy objects, migrate, and wait until COLO runs (the migration's
+ *   completion resumes the guest itself).
  * - rollback (any failure after `stop` or during prepare; also after an agent restart): undo every
  *   part, each step idempotent, and `cont` the guest, so the primary runs solo as before.
  *

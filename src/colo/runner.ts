@@ -27,7 +27,7 @@ import type { CommandStep, Sequence, SequenceName, Step, YankStep } from './sequ
 import { needsBlockGraph, parseYankInstances, resolveYank, type YankInstance } from './yank.js';
 
 /** The QMP surface the runner uses; a QmpClient fits. */
-export type SequenceQmp = Pick<QmpClient, 'execute' | 'sessionInfo'>;
+export type SequenceQmp = Pick<QmpClient, 'execute' | 'sessionInfo'> & Partial<Pick<QmpClient, 'status'>>;
 
 /**
  * done: executed and QEMU said ok. already-done: QEMU said the target is already gone (or, for
@@ -235,7 +235,13 @@ async function runYank(
     const available = parseYankInstances(await qmp.execute('query-yank', undefined, { timeoutMs, oob }));
     let graph: unknown;
     let note: string | undefined;
-    if (needsBlockGraph(step.targets, available)) {
+    const cached = qmp.status === 'unhealthy' ? cachedBlockGraph?.() : undefined;
+    if (cached !== undefined && needsBlockGraph(step.targets, available)) {
+      // A command already went unanswered: the main loop is likely stuck, and the in-band graph
+      // query would only add its whole timeout to the failover.
+      graph = cached;
+      note = 'QMP unhealthy: used the block graph taken before';
+    } else if (needsBlockGraph(step.targets, available)) {
       // In-band only: if the main loop is stuck this times out, and the other instances are still
       // yanked; a block node is never yanked on a guess.
       graph = await qmp.execute('x-debug-query-block-graph', undefined, { timeoutMs }).catch((err: unknown) => {

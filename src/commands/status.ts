@@ -92,7 +92,8 @@ function failbackLines(s: AgentStatus): string[] {
     const exit = l.lastExit ? `; last exit: ${l.lastExit.signal ?? `code ${l.lastExit.code ?? '?'}`}` : '';
     out.push(
       `launched QEMU: ${l.running ? `pid ${l.pid}${l.adopted ? ' (adopted)' : ''} running` : 'not running'}; ${l.launches} launches, ` +
-        `${l.restartsInWindow} restarts in window${l.gaveUp ? '; GAVE UP (restart budget spent): restart the agent' : ''}${exit}`,
+        `${l.restartsInWindow} restarts in window${l.restartDeferred ? '; restart deferred (this node is primary or busy)' : ''}` +
+        `${l.gaveUp ? '; GAVE UP (restart budget spent): restart the agent' : ''}${exit}`,
     );
   }
   return out;

@@ -2,12 +2,15 @@
  * When the agent launches its own QEMU (qemu.launch): the policy between the agent's state and
  * the QemuSupervisor that does the launching.
  *
- * The rule is "a fresh secondary, only where this node will not be primary": a launch happens
- * when the node's role (the journal's, else node.role) is secondary, or when its epoch is stale
- * (the peer took the guest over: this host comes back as the new secondary). A node that is, or
- * is about to be, primary never launches at start: its first bring-up stays the operator's
- * documented procedure, and a secondary QEMU there would hold the QMP socket and the disk lock
- * the operator's primary needs. Once launched, the supervisor's restart policy takes over.
+ * The rule is "a fresh secondary, only where this node will not be primary, and never while the
+ * agent is in the middle of something": a launch (or a restart after an exit) happens when the
+ * node's role (the journal's, else node.role) is secondary, or when its epoch is stale (the peer
+ * took the guest over: this host comes back as the new secondary), and nothing is in flight (no
+ * failover unfinished in the journal, no takeover decision, no resume, not `failed`). A node that
+ * is, or is about to be, primary never launches: its first bring-up stays the operator's
+ * documented procedure, a secondary QEMU there would hold the QMP socket and the disk lock the
+ * primary needs, and a QEMU that became the primary by a failover is never replaced by a fresh
+ * secondary when it exits (the restart is deferred until the node is secondary or stale).
  *
  * The supervisor itself refuses to launch next to a QEMU that answers on qemu.qmp, so asking
  * again is always safe.
@@ -17,32 +20,41 @@ import type { Logger } from '../log.js';
 import type { Clock } from '../util/clock.js';
 import { QemuSupervisor, type EnsureResult, type QemuSupervisorStatus } from './supervisor.js';
 
-export interface QemuLaunchControllerOptions {
-  launch: QemuLaunchConfig;
-  stateDir: string;
-  qmp: string;
-  clock: Clock;
-  logger: Logger;
-}
-
 /** What a launch decision looks at. */
 export interface LaunchFacts {
   /** The node's role now (the journal's, else node.role). */
   role: 'primary' | 'secondary' | 'witness';
   stale: boolean;
+  /** Why the agent cannot take a new QEMU now (a failover or resume in flight, `failed`), if so. */
+  busy?: string;
 }
 
-export function wantsFreshSecondary(f: LaunchFacts): boolean {
-  return f.role === 'secondary' || f.stale;
+/** Why no fresh secondary may be launched now, or undefined when one may. */
+export function launchRefusal(f: LaunchFacts): string | undefined {
+  if (f.busy !== undefined) return f.busy;
+  if (f.role !== 'secondary' && !f.stale) return `this node is ${f.role} (only a fresh secondary is ever launched)`;
+  return undefined;
+}
+
+export interface QemuLaunchControllerOptions {
+  launch: QemuLaunchConfig;
+  stateDir: string;
+  qmp: string;
+  /** The agent's facts, read at every launch and restart decision. */
+  facts: () => LaunchFacts;
+  clock: Clock;
+  logger: Logger;
 }
 
 export class QemuLaunchController {
   readonly supervisor: QemuSupervisor;
   private readonly log: Logger;
+  private readonly facts: () => LaunchFacts;
 
   constructor(opts: QemuLaunchControllerOptions) {
     const l = opts.launch;
     this.log = opts.logger.child({ component: 'qemu-launch' });
+    this.facts = opts.facts;
     this.supervisor = new QemuSupervisor({
       command: l.secondaryCommand,
       stateDir: opts.stateDir,
@@ -51,6 +63,7 @@ export class QemuLaunchController {
       restartWindowMs: l.restartWindowMs,
       restartDelayMs: l.restartDelayMs,
       qmp: opts.qmp,
+      mayRestart: () => launchRefusal(this.facts()),
       clock: opts.clock,
       logger: opts.logger,
     });
@@ -66,12 +79,14 @@ export class QemuLaunchController {
   }
 
   /**
-   * Launches a fresh secondary when the facts want one and no QEMU runs; never throws (a failed
+   * Launches a fresh secondary when the facts allow one and no QEMU runs; never throws (a failed
    * launch is logged and counted by the supervisor's events, and the agent goes on without QEMU).
    */
-  async ensure(facts: LaunchFacts, why: string): Promise<EnsureResult | undefined> {
-    if (!wantsFreshSecondary(facts)) {
-      this.log.info({ ...facts }, 'not launching QEMU: this node is primary (only a fresh secondary is ever launched)');
+  async ensure(why: string): Promise<EnsureResult | undefined> {
+    const facts = this.facts();
+    const refused = launchRefusal(facts);
+    if (refused !== undefined) {
+      this.log.info({ ...facts, why }, `not launching QEMU: ${refused}`);
       return undefined;
     }
     try {

@@ -70,6 +70,13 @@ export interface QemuSupervisorOptions {
   stopGraceMs?: number;
   /** QEMU's environment. Default process.env. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Asked before each restart the policy wants: a reason not to restart now, or undefined. The
+   * QEMU launched as a secondary may have become the primary (a failover), and a fresh secondary
+   * must never replace a primary. A refused restart stays owed (status().restartDeferred) until
+   * the next ensureRunning().
+   */
+  mayRestart?: () => string | undefined;
   clock?: Clock;
   logger?: Logger;
 }
@@ -170,6 +177,8 @@ export interface QemuSupervisorStatus {
   /** Launches in the current window beyond the first. */
   restartsInWindow: number;
   restartPending: boolean;
+  /** The policy wanted a restart that mayRestart refused; the next ensureRunning() makes it. */
+  restartDeferred: boolean;
   lastExit?: QemuLastExit;
   gaveUp: boolean;
   stopped: boolean;
@@ -228,6 +237,9 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
   private launchTimes: number[] = [];
   private lastExit: QemuLastExit | undefined;
   private restartTimer: TimerHandle | undefined;
+  private readonly mayRestart: (() => string | undefined) | undefined;
+  /** The policy wanted a restart that mayRestart refused. */
+  private restartDeferred = false;
   private pollTimer: TimerHandle | undefined;
   private logTimer: TimerHandle | undefined;
   /** Serialises adopt, launch and stop: never two QEMUs from two callers. */
@@ -261,6 +273,7 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
     this.logCheckMs = o.logCheckMs;
     this.stopGraceMs = o.stopGraceMs;
     this.env = o.env ?? process.env;
+    this.mayRestart = o.mayRestart;
     this.clock = o.clock ?? systemClock;
     this.log = (o.logger ?? silentLogger()).child({ component: 'qemu-supervisor' });
     this.qemuLog = new LaunchLog(this.stateDir, o.logMaxBytes);
@@ -335,6 +348,7 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
       launches: this.launches,
       restartsInWindow: Math.max(0, inWindow - 1),
       restartPending: this.restartTimer !== undefined,
+      restartDeferred: this.restartDeferred,
       ...(this.lastExit && { lastExit: { ...this.lastExit } }),
       gaveUp: this.gaveUp,
       stopped: this.stopped,
@@ -400,6 +414,7 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
     }
 
     const pid = child.pid!;
+    this.restartDeferred = false;
     const cur: Current = { pid, child, adopted: false, startTime: '', startedMono: this.clock.now(), launchedAtWall: Date.now() };
     // Set before any await: a QEMU that exits at once must find itself current.
     this.current = cur;
@@ -508,6 +523,13 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
   private async restartLocked(): Promise<void> {
     // A caller may have launched (or adopted) one in the meantime, or stopped us.
     if (this.stopped || this.current) return;
+    const refused = this.mayRestart?.();
+    if (refused !== undefined) {
+      this.restartDeferred = true;
+      this.log.warn({ reason: refused }, 'not restarting the secondary QEMU now');
+      this.emit('launch-skipped', { reason: refused, restart: true });
+      return;
+    }
     await this.launchLocked('restart after exit', true);
   }
 

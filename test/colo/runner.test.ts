@@ -284,3 +284,18 @@ t.test('no cached graph either: the other instances are yanked, no block node', 
   t.same(conn.commands.find((c) => c.execute === 'yank')?.arguments, { instances: [{ type: 'chardev', id: 'mirror0' }, { type: 'migration' }] });
   t.match(result.steps[0], { note: /no block node yanked/ });
 });
+
+t.test('QMP already unhealthy (a command went unanswered): the graph taken before is used at once', async (t) => {
+  const { qmp, conn } = await setup(t, {
+    'query-yank': { return: QUERY_YANK_PRIMARY },
+    'query-status': 'silent',
+    'human-monitor-command': { return: '' },
+  });
+  await t.rejects(qmp.execute('query-status', undefined, { timeoutMs: 50 }), 'a command times out first');
+  t.equal(qmp.status, 'unhealthy');
+  const result = await runSequence({ qmp, sequence: primaryFailover({}, P72), stepTimeoutMs: 2000, cachedBlockGraph: () => GRAPH });
+  t.equal(result.ok, true);
+  t.notOk(sent(conn).includes('x-debug-query-block-graph'), 'no in-band graph query that would wait its whole timeout');
+  t.match(conn.commands.find((c) => c.execute === 'yank')?.arguments, { instances: [{}, { type: 'block-node', 'node-name': '#block376' }, {}] });
+  t.match(result.steps[0], { note: /QMP unhealthy: used the block graph taken before/ });
+});

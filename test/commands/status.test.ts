@@ -98,7 +98,7 @@ t.test('the summary says how long the guest is unprotected, the resync, the last
     qemu: {
       ...base.qemu,
       launch: {
-        pid: 4242, running: true, adopted: true, launches: 0, restartsInWindow: 0, restartPending: false, gaveUp: false, stopped: false,
+        pid: 4242, running: true, adopted: true, launches: 0, restartsInWindow: 0, restartPending: false, restartDeferred: false, gaveUp: false, stopped: false,
         logFile: '/var/lib/colo/qemu.log', recordFile: '/var/lib/colo/qemu-launch.json',
       },
     },
@@ -109,7 +109,7 @@ t.test('the summary says how long the guest is unprotected, the resync, the last
     qemu: {
       ...base.qemu,
       launch: {
-        running: false, adopted: false, launches: 6, restartsInWindow: 5, restartPending: false, gaveUp: true, stopped: false,
+        running: false, adopted: false, launches: 6, restartsInWindow: 5, restartPending: false, restartDeferred: false, gaveUp: true, stopped: false,
         lastExit: { pid: 9, code: 1, signal: null, at: 0, ranMs: 200 }, logFile: '/l', recordFile: '/r',
       },
     },

@@ -336,3 +336,21 @@ t.test('the log size is checked while QEMU runs, and no timer outlives an exit o
   await sleep(50);
   t.equal(clock.pendingCount, 0, 'a QEMU that exited at once leaves no timer behind');
 });
+
+t.test('mayRestart refusing: the restart the policy wanted is deferred, and the next ensureRunning() makes it', async (t) => {
+  const { fake, make } = setup(t);
+  let refusal: string | undefined = 'this node is primary';
+  const s = make({ command: [fake, '30'], mayRestart: () => refusal });
+  const skipped = collect(s, 'launch-skipped');
+  const { pid } = await s.ensureRunning('start');
+  const exited = next(s, 'exited');
+  process.kill(pid!, 'SIGKILL');
+  t.match(await exited, { failed: true, restartInMs: 10 });
+  await sleep(150);
+  t.match(s.status(), { running: false, launches: 1, restartDeferred: true, restartPending: false }, 'nothing launched while refused');
+  t.match(skipped, [{ reason: 'this node is primary', restart: true }]);
+  refusal = undefined;
+  const r = await s.ensureRunning('the node is secondary again');
+  t.match(r, { launched: true, outcome: 'launched' });
+  t.match(s.status(), { running: true, launches: 2, restartDeferred: false });
+});
