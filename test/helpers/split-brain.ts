@@ -28,10 +28,11 @@
  * QEMU's own events (STOP/RESUME/COLO_EXIT, stamped by QEMU on the host clock) to find any moment
  * at which both sides ran the guest as primary.
  */
+import net from 'node:net';
 import { ColoAgentError } from '../../src/errors.js';
 import type { QmpEvent } from '../../src/qmp/index.js';
 import { FaultProxy } from './fault-proxy.js';
-import { AGENT_HOSTS, freePort, sleep, type LogPredicate } from './agent-process.js';
+import { AGENT_HOSTS, sleep, type LogPredicate } from './agent-process.js';
 import {
   FAST_HEARTBEAT,
   startColoAgents,
@@ -378,6 +379,35 @@ export class PrimaryWatch {
 
 // ---- the rig ----
 
+/**
+ * Ports free on each host now, distinct from each other and from `exclude`: every listener stays
+ * open until all are picked (one freePort() after another can hand out the same port twice).
+ */
+async function heldFreePorts(hosts: readonly string[], exclude: ReadonlySet<number>): Promise<number[]> {
+  const servers: net.Server[] = [];
+  const ports: number[] = [];
+  try {
+    for (const host of hosts) {
+      for (;;) {
+        const s = net.createServer();
+        servers.push(s);
+        await new Promise<void>((resolve, reject) => {
+          s.once('error', reject);
+          s.listen(0, host, () => resolve());
+        });
+        const port = (s.address() as net.AddressInfo).port;
+        if (!exclude.has(port)) {
+          ports.push(port);
+          break;
+        }
+      }
+    }
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+  return ports;
+}
+
 const COLO_KEYS_OF_NEW_PRIMARY = ['mirrorPort', 'compare1Port', 'compare0Port', 'compareOutPort'] as const;
 
 /**
@@ -392,15 +422,12 @@ export async function startRig(t: SkippableTest & { comment(...m: unknown[]): un
   }
   if (opts.arbiter === 'etcd' && !opts.etcd) throw new SplitBrainRigError('arbiter etcd needs opts.etcd');
 
-  // The new primary's listeners after a takeover (see the file comment): free on every address.
-  const own = {
-    mirrorPort: await freePort('0.0.0.0'),
-    compare1Port: await freePort('0.0.0.0'),
-    compare0Port: await freePort('127.0.0.1'),
-    compareOutPort: await freePort('127.0.0.1'),
-  };
   const pair = await startColoPairOrSkip(t);
   if (!pair) return undefined;
+  // The new primary's listeners after a takeover (see the file comment): free on every address,
+  // picked once the pair holds its own (the config refuses two colo keys on one port).
+  const [mirrorPort, compare1Port, compare0Port, compareOutPort] = await heldFreePorts(['0.0.0.0', '0.0.0.0', '127.0.0.1', '127.0.0.1'], new Set(Object.values(pair.ports)));
+  const own = { mirrorPort: mirrorPort!, compare1Port: compare1Port!, compare0Port: compare0Port!, compareOutPort: compareOutPort! };
 
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   let stopped: Promise<void> | undefined;
