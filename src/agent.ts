@@ -76,10 +76,10 @@ export type AgentState =
   | 'stopping'
   | 'stopped';
 
-/** States in which the peer's heartbeat verdict drives the state and may start a takeover. */
 /** How often a COLO primary takes its block graph again (it changes only with drive_add / failover). */
 const BLOCK_GRAPH_REFRESH_MS = 30_000;
 
+/** States in which the peer's heartbeat verdict drives the state and may start a takeover. */
 const WATCHING: ReadonlySet<AgentState> = new Set(['waiting-for-peer', 'peer-up', 'peer-suspect', 'peer-down', 'peer-agent-lost', 'arbitrating']);
 
 export interface AgentStateChange {
@@ -308,9 +308,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private blockGraph: unknown;
   private blockGraphAt = -Infinity;
   private blockGraphFetching = false;
-  private lastLaunchCheck = -Infinity;
   /** Bumped when the graph is dropped: a fetch that began before must not bring the old one back. */
   private blockGraphGeneration = 0;
+  /** Clock time a stale node last asked the launcher for a fresh secondary. */
+  private lastLaunchCheck = -Infinity;
   /** qemu.launch: the agent starts its own (fresh secondary) QEMU; undefined when off. */
   readonly launcher: QemuLaunchController | undefined;
 
@@ -690,10 +691,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.peer.beat(e.receivedAt);
     // Paused for a lost lease, and the peer is back as our secondary at our epoch: it did not
     // take over (a takeover raises the epoch it sends), so the guest is still ours to run.
-    // Only once the detector counts the peer up again: a single frame through a flapping link
-    // would resume the guest that the guard pauses again a moment later.
-    // And only while the peer itself is simply watching (peer-up): a peer that is arbitrating may
-    // still be granted the takeover its request is waiting for.
+    // Only once the detector counts the peer up again (a single frame through a flapping link
+    // would resume the guest that the guard pauses again a moment later), and only while the peer
+    // itself is simply watching (peer-up): a peer that is arbitrating may still be granted the
+    // takeover its request is waiting for.
     if (
       this.guestStoppedBy === 'lease' &&
       this.peer.state === 'up' &&
