@@ -27,6 +27,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
+import { readProc, waitProcGone } from '../util/proc.js';
 import type { QmpClientStatus } from '../qmp/events.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { FenceOptionsError } from './fence-errors.js';
@@ -156,7 +157,7 @@ export async function selfFenceQemu(opts: SelfFenceOptions): Promise<SelfFenceRe
         log.error({ pid, error }, 'self-fence: kill failed');
         return { killed: false, pid, how: signal, error };
       }
-      state = await waitGone(pid, graceMs, clock);
+      state = (await waitProcGone(pid, graceMs, { clock, pollMs: POLL_MS }))?.state ?? 'dead';
       if (state === 'dead') {
         log.warn({ pid, signal }, 'self-fence: our QEMU is dead');
         return { killed: true, pid, how: signal };
@@ -191,43 +192,9 @@ async function resolvePid(opts: SelfFenceOptions): Promise<{ pid: number } | { e
   return { pid };
 }
 
-interface ProcInfo {
-  /** 'dead' when gone or a zombie; else the state letter of /proc/PID/stat (R, S, D, T, ...). */
-  state: string;
-  argv0: string;
-  isQemu: boolean;
-}
-
-async function inspect(pid: number): Promise<ProcInfo> {
-  const state = await procState(pid);
-  if (state === 'dead') return { state, argv0: '', isQemu: false };
-  let argv0 = '';
-  try {
-    argv0 = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0')[0] ?? '';
-  } catch {
-    // gone in between, or unreadable: not provably QEMU
-  }
-  return { state, argv0, isQemu: /qemu/i.test(basename(argv0)) };
-}
-
-/** The process's state letter, or 'dead' when it no longer exists or is a zombie. */
-async function procState(pid: number): Promise<string> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The command name is in parentheses and may contain anything: the state follows the last ')'.
-    const s = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return s === 'Z' || s === 'X' || s === '' ? 'dead' : s;
-  } catch {
-    return 'dead';
-  }
-}
-
-/** Waits until the process is dead or graceMs has passed; returns its last state. */
-async function waitGone(pid: number, graceMs: number, clock: Clock): Promise<string> {
-  const deadline = clock.now() + graceMs;
-  for (;;) {
-    const state = await procState(pid);
-    if (state === 'dead' || clock.now() >= deadline) return state;
-    await new Promise<void>((resolve) => clock.setTimeout(resolve, Math.min(POLL_MS, Math.max(0, deadline - clock.now()))));
-  }
+/** What the self-fence needs to know of the pid: 'dead' (gone or a zombie) or its state letter, and argv[0]. */
+async function inspect(pid: number): Promise<{ state: string; argv0: string; isQemu: boolean }> {
+  const info = await readProc(pid);
+  const argv0 = info?.argv[0] ?? '';
+  return { state: info?.state ?? 'dead', argv0, isQemu: /qemu/i.test(basename(argv0)) };
 }

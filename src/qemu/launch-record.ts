@@ -7,10 +7,11 @@
  * ticks since boot, fixed for the life of a process and kept across exec): pid and start time
  * together name one process. On top of that the command line must still look like the QEMU we
  * launched (as src/arbiter/self-fence.ts checks), so a record from another boot can never make
- * the agent watch, or kill, an unrelated process.
+ * the agent watch, or kill, an unrelated process. The /proc reads are src/util/proc.ts.
  */
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { readProc, type ProcInfo } from '../util/proc.js';
 
 export const LAUNCH_RECORD_FILE = 'qemu-launch.json';
 
@@ -71,37 +72,6 @@ export async function removeLaunchRecord(stateDir: string, pid: number): Promise
   const current = await readLaunchRecord(stateDir);
   if (current && current.pid !== pid) return;
   await rm(launchRecordPath(stateDir), { force: true });
-}
-
-export interface ProcInfo {
-  /** State letter of /proc/PID/stat (R, S, D, T, ...); never Z or X: a zombie counts as gone. */
-  state: string;
-  startTime: string;
-  pgid: number;
-  sid: number;
-  argv: string[];
-}
-
-/** What /proc says about a live process; undefined when it does not exist or is a zombie (dead, not yet reaped). */
-export async function readProc(pid: number): Promise<ProcInfo | undefined> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name is in parentheses and may contain anything: the fields follow the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = fields[0] ?? '';
-  if (state === 'Z' || state === 'X' || state === '') return undefined;
-  let argv: string[] = [];
-  try {
-    argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    if (argv.at(-1) === '') argv.pop();
-  } catch {
-    // gone in between, or unreadable: an empty command line matches nothing
-  }
-  return { state, pgid: Number(fields[2]), sid: Number(fields[3]), startTime: fields[19] ?? '', argv };
 }
 
 /**

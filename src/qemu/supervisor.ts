@@ -37,7 +37,8 @@ import { parseQmpAddress } from '../qmp/address.js';
 import { systemClock, type Clock, type TimerHandle } from '../util/clock.js';
 import { findExecutable } from '../util/find-executable.js';
 import { LaunchLog } from './launch-log.js';
-import { readLaunchRecord, readProc, recordedQemu, removeLaunchRecord, writeLaunchRecord, launchRecordPath } from './launch-record.js';
+import { readProc, waitProcGone } from '../util/proc.js';
+import { readLaunchRecord, recordedQemu, removeLaunchRecord, writeLaunchRecord, launchRecordPath } from './launch-record.js';
 import { QemuLaunchError, QemuSupervisorOptionsError } from './supervisor-errors.js';
 
 /** As qemu.launch.restart (and systemd's Restart=): when an exited QEMU is launched again. */
@@ -613,13 +614,8 @@ export class QemuSupervisor extends EventEmitter<QemuSupervisorEvents> {
   }
 
   private async waitGone(cur: Current, ms: number): Promise<boolean> {
-    const deadline = this.clock.now() + ms;
-    for (;;) {
-      const info = await readProc(cur.pid);
-      if (!info || (cur.startTime !== '' && info.startTime !== cur.startTime)) return true;
-      if (this.clock.now() >= deadline) return false;
-      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, GONE_POLL_MS));
-    }
+    const same = (info: { startTime: string }) => cur.startTime === '' || info.startTime === cur.startTime;
+    return (await waitProcGone(cur.pid, ms, { clock: this.clock, pollMs: GONE_POLL_MS, same })) === undefined;
   }
 
   // ---- helpers ----

@@ -7,12 +7,12 @@ import t from 'tap';
 import {
   looksLikeLaunchedQemu,
   readLaunchRecord,
-  readProc,
   recordedQemu,
   removeLaunchRecord,
   writeLaunchRecord,
   type LaunchRecord,
 } from '../../src/qemu/launch-record.js';
+import { readProc } from '../../src/util/proc.js';
 
 const QEMU = ['/usr/bin/qemu-system-x86_64', '-incoming', 'tcp:0.0.0.0:9998'];
 

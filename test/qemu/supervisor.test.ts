@@ -7,7 +7,8 @@ import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from
 import net from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { readLaunchRecord, readProc } from '../../src/qemu/launch-record.js';
+import { readLaunchRecord } from '../../src/qemu/launch-record.js';
+import { readProc } from '../../src/util/proc.js';
 import { QemuSupervisor, type QemuSupervisorEvents, type QemuSupervisorOptions } from '../../src/qemu/supervisor.js';
 import { QemuLaunchError, QemuSupervisorOptionsError } from '../../src/qemu/supervisor-errors.js';
 import { FakeClock } from '../helpers/fake-clock.js';
