@@ -18,7 +18,7 @@ import type { CheckpointEvent, ColoExitEvent, ColoMonitorEvents, ColoStatus, Sta
 import type { StateChange, DetectorState } from '../heartbeat/detector.js';
 import type { HeartbeatEvent, LinkDownEvent, LinkUpEvent, RejectedEvent, RttEvent, SentEvent } from '../heartbeat/links.js';
 import type { QmpClientStatus, QmpCommandRecord, QmpStatusChange } from '../qmp/events.js';
-import type { QemuExitedEvent, QemuSupervisor } from '../qemu/supervisor.js';
+import type { QemuExitedEvent } from '../qemu/supervisor.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { AGENT_STATES, COLO_EXIT_REASONS, PEER_STATES, ROLES, setStateSet, type AgentMetrics } from './registry.js';
 import { COLO_MODES } from '../heartbeat/messages.js';
@@ -226,7 +226,16 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
   listen(agent.qmp, 'status', onQmpStatus);
   listen(agent.qmp, 'command', onCommand);
   offs.push(bindColoMetrics(agent.colo, m));
-  if (agent.launcher) offs.push(bindLaunchMetrics(agent.launcher.supervisor, m));
+  // qemu.launch: the supervisor's launches, exits and give-up.
+  const launcher = agent.launcher?.supervisor;
+  if (launcher) {
+    m.qemuLaunchGaveUp.set(launcher.status().gaveUp ? 1 : 0);
+    listen(launcher, 'launched', () => m.qemuLaunches.inc({ result: 'launched' }));
+    listen(launcher, 'launch-failed', () => m.qemuLaunches.inc({ result: 'failed' }));
+    listen(launcher, 'launch-skipped', () => m.qemuLaunches.inc({ result: 'skipped' }));
+    listen(launcher, 'exited', (e: QemuExitedEvent) => m.qemuExits.inc({ exit: e.failed ? 'failure' : 'clean' }));
+    listen(launcher, 'gave-up', () => m.qemuLaunchGaveUp.set(1));
+  }
 
   let attached = true;
   return {
@@ -238,27 +247,5 @@ export function attachAgentMetrics(agent: MetricsAgent, m: AgentMetrics, opts: A
       delete m.sources.arbiterReachable;
       delete m.sources.unprotectedSeconds;
     },
-  };
-}
-
-/** qemu.launch: the supervisor's launches, exits and give-up. */
-export function bindLaunchMetrics(supervisor: QemuSupervisor, m: AgentMetrics): () => void {
-  m.qemuLaunchGaveUp.set(supervisor.status().gaveUp ? 1 : 0);
-  const onLaunched = () => m.qemuLaunches.inc({ result: 'launched' });
-  const onFailed = () => m.qemuLaunches.inc({ result: 'failed' });
-  const onSkipped = () => m.qemuLaunches.inc({ result: 'skipped' });
-  const onExited = (e: QemuExitedEvent) => m.qemuExits.inc({ exit: e.failed ? 'failure' : 'clean' });
-  const onGaveUp = () => m.qemuLaunchGaveUp.set(1);
-  supervisor.on('launched', onLaunched);
-  supervisor.on('launch-failed', onFailed);
-  supervisor.on('launch-skipped', onSkipped);
-  supervisor.on('exited', onExited);
-  supervisor.on('gave-up', onGaveUp);
-  return () => {
-    supervisor.off('launched', onLaunched);
-    supervisor.off('launch-failed', onFailed);
-    supervisor.off('launch-skipped', onSkipped);
-    supervisor.off('exited', onExited);
-    supervisor.off('gave-up', onGaveUp);
   };
 }

@@ -200,3 +200,40 @@ t.test('two real agents heartbeating over sockets: links, peer outage, QMP, fail
     t.equal(a.listenerCount('state'), 0);
   });
 });
+
+t.test('qemu.launch: real launches, their failing exits and the give-up are counted; detach stops it', async (t) => {
+  const dir = shortTempDir(t, 'lm-');
+  // A "QEMU" that exits 3 at once; the config insists on -incoming (it becomes sh's $0).
+  const cfg = agentConfig({
+    role: 'secondary',
+    stateDir: join(dir, 'state'),
+    listen: `127.0.0.1:${await freePort()}`,
+    peers: [`127.0.0.1:${await freePort()}`],
+    qmp: `unix:${join(dir, 'none.sock')}`,
+    sets: [
+      'qemu.launch.enabled=true',
+      'qemu.launch.secondaryCommand=["/bin/sh","-c","exit 3","-incoming"]',
+      'qemu.launch.maxRestarts=1',
+      'qemu.launch.restartDelayMs=0',
+    ],
+  });
+  const agent = makeAgent(t, cfg);
+  const m = new AgentMetrics({ version: 't', node: 'n', defaultMetrics: false });
+  const binding = attachAgentMetrics(agent, m);
+  t.teardown(() => binding.detach());
+  t.equal(await metricValue(m, 'colo_agent_qemu_launch_gave_up'), 0);
+  const supervisor = agent.launcher!.supervisor;
+  const gaveUp = new Promise((resolve) => supervisor.once('gave-up', resolve));
+  t.match(await supervisor.ensureRunning('test'), { launched: true });
+  await gaveUp; // the first launch, one restart (maxRestarts 1), then the give-up
+  t.equal(await metricValue(m, 'colo_agent_qemu_launches_total', { result: 'launched' }), 2);
+  t.equal(await metricValue(m, 'colo_agent_qemu_exits_total', { exit: 'failure' }), 2, 'exit code 3 is a failure');
+  t.equal(await metricValue(m, 'colo_agent_qemu_exits_total', { exit: 'clean' }), 0);
+  t.equal(await metricValue(m, 'colo_agent_qemu_launch_gave_up'), 1);
+  binding.detach();
+  supervisor.reset();
+  const exited = new Promise((resolve) => supervisor.once('exited', resolve));
+  t.match(await supervisor.ensureRunning('after detach'), { launched: true });
+  await exited;
+  t.equal(await metricValue(m, 'colo_agent_qemu_launches_total', { result: 'launched' }), 2, 'detach removed the listeners');
+});
