@@ -22,7 +22,7 @@ import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor
 import { parseReadySecondary, type ReadySecondaryBody } from './colo/ready-secondary.js';
 import { isResumeDecision, ResumeExecutor, runSecondaryPrepare, type ResumeOutcome } from './colo/resume-executor.js';
 import type { ResyncProgress } from './colo/resume-runner.js';
-import type { ResumeSequenceName } from './colo/resume-sequences.js';
+import { nodeColoHost, type ResumeSequenceName } from './colo/resume-sequences.js';
 import { clearResumeRequest, resumeRequested } from './commands/resume.js';
 import { Backoff } from './util/backoff.js';
 import { Journal } from './colo/journal.js';
@@ -1150,7 +1150,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private ownHost(): string {
-    return this.cfg.node.role === 'secondary' ? this.cfg.colo.secondaryHost : this.cfg.colo.primaryHost;
+    return nodeColoHost(this.cfg.node.role, this.cfg.colo);
   }
 
   /**

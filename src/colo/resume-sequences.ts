@@ -412,6 +412,14 @@ export function resumeSequenceByName(name: ResumeSequenceName, colo: ResumeTopol
   return resumeSequence(colo, profile, name === 'secondary-resume', opts);
 }
 
+/**
+ * This node's own address in the pair, by its configured role (node.role): where its fresh
+ * secondary's NBD server listens. Fixed by the host, not by which QEMU is primary now.
+ */
+export function nodeColoHost(role: string, colo: { primaryHost: string; secondaryHost: string }): string {
+  return role === 'secondary' ? colo.secondaryHost : colo.primaryHost;
+}
+
 export interface SecondaryPrepareOptions {
   /** The address the NBD server listens on: the new secondary's own host (documented 0.0.0.0). */
   ownHost: string;

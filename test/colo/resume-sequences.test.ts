@@ -15,6 +15,7 @@ import {
   resumeRollback,
   resumeSequenceByName,
   RESYNC_JOB_ID,
+  nodeColoHost,
   secondaryPrepare,
   secondaryResume,
   withResumeDefaults,
@@ -195,4 +196,10 @@ t.test('names', async (t) => {
   t.same([...RESUME_SEQUENCE_NAMES], ['primary-resume', 'secondary-resume']);
   t.ok(isResumeSequenceName('secondary-resume'));
   t.notOk(isResumeSequenceName('primary-failover'));
+});
+
+t.test('nodeColoHost: a node lives on its configured side of the pair, whatever its QEMU is now', async (t) => {
+  const colo = { primaryHost: '10.0.0.1', secondaryHost: '10.0.0.2' };
+  t.equal(nodeColoHost('primary', colo), '10.0.0.1');
+  t.equal(nodeColoHost('secondary', colo), '10.0.0.2');
 });
