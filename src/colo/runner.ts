@@ -235,21 +235,22 @@ async function runYank(
     const available = parseYankInstances(await qmp.execute('query-yank', undefined, { timeoutMs, oob }));
     let graph: unknown;
     let note: string | undefined;
-    const cached = qmp.status === 'unhealthy' ? cachedBlockGraph?.() : undefined;
-    if (cached !== undefined && needsBlockGraph(step.targets, available)) {
-      // A command already went unanswered: the main loop is likely stuck, and the in-band graph
-      // query would only add its whole timeout to the failover.
-      graph = cached;
-      note = 'QMP unhealthy: used the block graph taken before';
-    } else if (needsBlockGraph(step.targets, available)) {
-      // In-band only: if the main loop is stuck this times out, and the other instances are still
-      // yanked; a block node is never yanked on a guess.
-      graph = await qmp.execute('x-debug-query-block-graph', undefined, { timeoutMs }).catch((err: unknown) => {
-        const why = `x-debug-query-block-graph failed (${toStepError(step.name, 'x-debug-query-block-graph', err).message})`;
-        const cached = cachedBlockGraph?.();
-        note = cached === undefined ? `${why}; no block node yanked` : `${why}; used the block graph taken before`;
-        return cached;
-      });
+    if (needsBlockGraph(step.targets, available)) {
+      const before = cachedBlockGraph?.();
+      if (before !== undefined && qmp.status === 'unhealthy') {
+        // A command already went unanswered: the main loop is likely stuck, and the in-band graph
+        // query would only add its whole timeout to the failover.
+        graph = before;
+        note = 'QMP unhealthy: used the block graph taken before';
+      } else {
+        // In-band only: if the main loop is stuck this times out, and the other instances are still
+        // yanked; a block node is never yanked on a guess (nor on a graph we do not have).
+        graph = await qmp.execute('x-debug-query-block-graph', undefined, { timeoutMs }).catch((err: unknown) => {
+          const why = `x-debug-query-block-graph failed (${toStepError(step.name, 'x-debug-query-block-graph', err).message})`;
+          note = before === undefined ? `${why}; no block node yanked` : `${why}; used the block graph taken before`;
+          return before;
+        });
+      }
     }
     const instances = resolveYank(step.targets, available, graph);
     const extra = note === undefined ? {} : { note };
