@@ -22,7 +22,8 @@ import { FailoverExecutor, type FailoverOutcome } from './colo/failover-executor
 import { parseReadySecondary, type ReadySecondaryBody } from './colo/ready-secondary.js';
 import { isResumeDecision, ResumeExecutor, runSecondaryPrepare, type ResumeOutcome } from './colo/resume-executor.js';
 import type { ResyncProgress } from './colo/resume-runner.js';
-import { nodeColoHost, type ResumeSequenceName } from './colo/resume-sequences.js';
+import type { ResumeSequenceName } from './colo/resume-sequences.js';
+import { currentTopology, ownNbdEndpoint, peerQemuEndpoint, resumeTargets, type PairRole, type Topology } from './core/topology.js';
 import { clearResumeRequest, resumeRequested } from './commands/resume.js';
 import { Backoff } from './util/backoff.js';
 import { Journal } from './colo/journal.js';
@@ -117,8 +118,10 @@ export interface LastFailover {
 
 export interface AgentStatus {
   node: string;
-  /** The effective role: the journal's record after a failover, else the configured one. */
+  /** The role this node plays now (core/topology.ts: COLO mode, else stale epoch, else journal, else node.role). */
   role: string;
+  /** Which host runs the primary and which the secondary now, and which fact said so (absent from an older agent's /status). */
+  topology?: { self: string; peer: string; primaryHost: string; secondaryHost: string; source: string };
   state: AgentState;
   peer: { name?: string; session?: string; state: DetectorState; silentForMs?: number; qemuReachable?: boolean };
   links: LinkStatus[];
@@ -254,7 +257,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly colo: ColoMonitor;
 
   private current: AgentState = 'starting';
-  private role: NodeRole;
+  /** The host this node is (node.role): fixed for the pair's life; roles move, hosts do not. */
+  private readonly installedAs: PairRole;
+  /** The journal's role (after a failover or a rejoin), else node.role: one fact of topology(). */
+  private role: PairRole;
   private journal: Journal | undefined;
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -326,6 +332,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.cfg = cfg;
     this.log = deps.logger.child({ component: 'agent' });
     this.clock = deps.clock ?? systemClock;
+    if (cfg.node.role === 'witness') throw new Error('an Agent runs beside a QEMU: node.role must be primary or secondary');
+    this.installedAs = cfg.node.role;
     this.role = cfg.node.role;
     const hb = cfg.heartbeat;
 
@@ -379,7 +387,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       key: deps.key,
       summary: () => this.summary(),
       epoch: () => this.epochs?.epoch ?? 0,
-      isPrimary: () => this.colo.status.mode === 'primary' || (this.role === 'primary' && this.current !== 'stale'),
+      isPrimary: () => this.topology().self.role === 'primary',
       clock: this.clock,
       logger: deps.logger,
     });
@@ -390,10 +398,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.current;
   }
 
+  /**
+   * Where things run now (core/topology.ts): every peer address, probe target, fence target and
+   * resume target is derived from this, never from node.role or the COLO mode alone.
+   */
+  private topology(): Topology {
+    return currentTopology(
+      { installedAs: this.installedAs, coloMode: this.colo.status.mode, stale: this.epochs?.stale ?? false, recordedRole: this.role },
+      this.cfg.colo,
+    );
+  }
+
   /** What our heartbeats tell the peer and the witness. */
   private summary(): HealthSummary {
     return {
-      role: this.role,
+      role: this.topology().self.role,
       coloMode: this.colo.status.mode,
       // unhealthy = a command timed out but the socket is open: QEMU exists.
       qemuReachable: this.qmp.status === 'ready' || this.qmp.status === 'unhealthy',
@@ -425,7 +444,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         policy: this.cfg.failover.onFenceFailure,
         maxWaitMs: this.cfg.failover.fenceMaxWaitMs,
       },
-      peer: () => ({ name: this.peerName, host: this.peerIsPrimary() ? this.cfg.colo.primaryHost : this.cfg.colo.secondaryHost }),
+      peer: () => ({ name: this.peerName, host: this.topology().peer.host }),
       clock: this.clock,
       logger: this.deps.logger,
     });
@@ -538,9 +557,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   status(): AgentStatus {
     const version = this.qmp.version;
     const m = this.current === 'stopped' ? this.maintenance : this.refreshMaintenance(true);
+    const topo = this.topology();
     return {
       node: this.cfg.node.name,
-      role: this.role,
+      role: topo.self.role,
+      topology: { self: topo.self.host, peer: topo.peer.host, primaryHost: topo.primaryHost, secondaryHost: topo.secondaryHost, source: topo.source },
       state: this.current,
       peer: {
         name: this.peerName,
@@ -779,14 +800,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (c.to === 'down' && !planned) void this.considerTakeover('peer-down');
   }
 
-  private peerIsPrimary(): boolean {
-    return this.colo.status.mode === 'secondary' || (this.colo.status.mode !== 'primary' && this.role === 'secondary');
-  }
-
-  /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export. */
+  /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export, on the peer's host. */
   private probePeer(): Promise<PeerQemuProbeResult> {
-    const c = this.cfg.colo;
-    const [host, port] = this.peerIsPrimary() ? [c.primaryHost, c.mirrorPort] : [c.secondaryHost, c.nbdPort];
+    const { host, port } = peerQemuEndpoint(this.topology(), this.cfg.colo);
     const hostPorts = this.cfg.heartbeat.peers.map((p) => parseHostPort(p));
     return probePeerQemuAndHost({ host, port }, hostPorts, this.cfg.failover.probeTimeoutMs).then((r) => {
       this.log.info({ host, port, ...r }, 'probed the peer QEMU');
@@ -1144,15 +1160,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
-  /** The peer's host: the colo host of the role the PEER was installed as (hosts do not move). */
-  private peerHost(): string {
-    return this.cfg.node.role === 'secondary' ? this.cfg.colo.primaryHost : this.cfg.colo.secondaryHost;
-  }
-
-  private ownHost(): string {
-    return nodeColoHost(this.cfg.node.role, this.cfg.colo);
-  }
-
   /**
    * The primary side of the handshake: resume into the peer's fresh secondary when everything
    * says it is safe and wanted. Called on each announcement and from the guard timer.
@@ -1185,8 +1192,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       const objects = await this.qmp.execute<Array<{ name: string }>>('qom-list', { path: '/objects' }, { timeoutMs: this.cfg.failover.stepTimeoutMs });
       const sequence: ResumeSequenceName = objects.some((o) => o.name === this.cfg.colo.ids.rew0) ? 'secondary-resume' : 'primary-resume';
       this.resyncProgress = undefined;
-      this.setState('resuming', `${sequence} to ${this.peerHost()}: ${reason}`);
-      const outcome = await this.resumeExecutor().run({ sequence, reason, peerHost: this.peerHost(), epoch: this.epochs!.epoch });
+      const target = resumeTargets(this.topology(), this.cfg.colo);
+      this.setState('resuming', `${sequence} to ${target.peerHost}: ${reason}`);
+      const outcome = await this.resumeExecutor().run({ sequence, reason, ...target, epoch: this.epochs!.epoch });
       this.onResumeOutcome(outcome);
     } catch (err) {
       this.log.error({ err }, 'resume aborted');
@@ -1255,7 +1263,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.rateLimitedInfo('prepare-epoch', { peerEpoch, epoch: epochs.epoch }, 'not announcing a fresh secondary: the peer is at an older epoch than ours');
         return;
       }
-      const r = await runSecondaryPrepare({ qmp: this.qmp, colo: this.cfg.colo, profile: this.cfg.qemu.profile, ownHost: this.ownHost(), stepTimeoutMs: this.cfg.failover.stepTimeoutMs, clock: this.clock, logger: this.deps.logger });
+      const nbd = ownNbdEndpoint(this.topology(), this.cfg.colo);
+      const r = await runSecondaryPrepare({ qmp: this.qmp, colo: this.cfg.colo, profile: this.cfg.qemu.profile, ownHost: nbd.host, stepTimeoutMs: this.cfg.failover.stepTimeoutMs, clock: this.clock, logger: this.deps.logger });
       if (!r.ok) {
         this.log.error({ err: r.error }, 'preparing our fresh secondary failed; trying again');
         return;
@@ -1266,7 +1275,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       this.guestStoppedBy = undefined;
       this.unprotectedSince = undefined;
-      this.setState('ready-secondary', `our QEMU waits as a fresh secondary (NBD ${this.ownHost()}:${this.cfg.colo.nbdPort}); told the primary`);
+      this.setState('ready-secondary', `our QEMU waits as a fresh secondary (NBD ${nbd.host}:${nbd.port}); told the primary`);
       this.announceReady();
     } catch (err) {
       this.log.warn({ err }, 'fresh secondary check failed');
@@ -1279,8 +1288,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.clock.clearTimeout(this.announceTimer);
     if (this.current !== 'ready-secondary') return;
     const v = this.qmp.version;
+    const nbd = ownNbdEndpoint(this.topology(), this.cfg.colo);
     this.links.send('ready-to-be-secondary', {
-      nbd: `${this.ownHost()}:${this.cfg.colo.nbdPort}`,
+      nbd: `${nbd.host}:${nbd.port}`,
       qemu: v ? `${v.major}.${v.minor}.${v.micro}` : '0.0.0',
     });
     this.announceTimer = this.clock.setTimeout(() => this.announceReady(), Math.max(100, this.cfg.heartbeat.intervalMs * 5));

@@ -13,7 +13,7 @@ import { DRILL_KINDS, type DrillKind } from './demo/timeline.js';
 import { manualFailover } from './commands/failover.js';
 import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
 import { requestResume } from './commands/resume.js';
-import { nodeColoHost } from './colo/resume-sequences.js';
+import { pairAddresses } from './core/topology.js';
 import { PLAN_SEQUENCES, planText } from './commands/plan.js';
 import { resolveQemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
@@ -121,9 +121,10 @@ async function main(argv: string[]): Promise<number> {
       if (cfg.qemu.profile === 'auto') {
         throw new UsageError('plan sends nothing to QEMU, so it cannot read its version: give the profile, e.g. --set qemu.profile=7.2');
       }
-      // This node's own address, as the agent uses it when it prepares a fresh secondary here.
-      const ownHost = nodeColoHost(cfg.node.role, cfg.colo);
-      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence, { ownHost, netdev: cfg.colo.netdev }));
+      if (cfg.node.role === 'witness') throw new UsageError('plan prints what an agent beside a QEMU sends: node.role must be primary or secondary');
+      // This node's host and the peer's, as the agent uses them (a fresh secondary's NBD export here, a resume's target there).
+      const hosts = pairAddresses(cfg.node.role, cfg.colo);
+      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence, { hosts, netdev: cfg.colo.netdev }));
       return 0;
     }
     case 'failover': {

@@ -68,8 +68,8 @@ export interface ResumeRequest {
   sequence: ResumeSequenceName;
   /** Why (the handshake with the new secondary, an operator), for logs. */
   reason: string;
-  /** The new secondary's address. Default: colo.secondaryHost (primary-resume) / colo.primaryHost (secondary-resume). */
-  peerHost?: string;
+  /** The new secondary's host: the peer's (core/topology.ts resumeTargets). */
+  peerHost: string;
   /** Where NBD / the migration dial, when something stands in between. Default peerHost with the colo ports. */
   nbd?: DialAddress;
   migration?: DialAddress;
@@ -150,7 +150,7 @@ export class ResumeExecutor {
       return refuse(new ResumePreconditionError('COLO_RESUME_PRECONDITION', (err as Error).message, { cause: err }));
     }
     const seq = resumeSequenceByName(req.sequence, this.opts.colo, profile, {
-      ...(req.peerHost !== undefined && { peerHost: req.peerHost }),
+      peerHost: req.peerHost,
       ...(req.nbd && { nbd: req.nbd }),
       ...(req.migration && { migration: req.migration }),
       ...(this.opts.netdev !== undefined && { netdev: this.opts.netdev }),

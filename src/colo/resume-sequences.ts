@@ -17,8 +17,8 @@
  * - `migrate-set-parameters x-checkpoint-delay` before `migrate` (the agent's colo.checkpointDelayMs;
  *   on 7.2 under TCG a large value keeps the first-checkpoint deadlock away, facts §3);
  * - the wait steps (the document says "wait until disk is synced"), every one with a timeout;
- * - the NBD target and migration go to the PEER, which after a secondary failover is the old
- *   primary's host (colo.primaryHost), not colo.secondaryHost;
+ * - the NBD target and migration go to the PEER's host (core/topology.ts), whichever configured
+ *   host that is after the pair's failovers and failbacks;
  * - blockdev-add of an `nbd` node instead of HMP drive_add on profiles with nbdNodeRemoval
  *   'blockdev-del' (the newer upstream docs), mirroring the failover's drive_del/blockdev-del choice;
  * - the replication node is created, and x-colo and the checkpoint delay set, before `stop` (at
@@ -213,8 +213,11 @@ export const DEFAULT_RESUME_TIMEOUTS: ResumeTimeouts = {
 };
 
 export interface ResumeOptions {
-  /** The new secondary's address. Default: colo.secondaryHost for the primary resume, colo.primaryHost for the secondary resume. */
-  peerHost?: string;
+  /**
+   * The new secondary's host: the peer's, from core/topology.ts (resumeTargets). Required: which
+   * configured host that is depends on the pair's history, which only the topology knows.
+   */
+  peerHost: string;
   /** Where the NBD client dials (a proxy in between). Default peerHost:colo.nbdPort. */
   nbd?: DialAddress;
   /** Where the migration dials. Default peerHost:colo.migrationPort. */
@@ -339,16 +342,16 @@ export function resumeRollback(colo: ResumeTopologyInput, profile: QemuProfile, 
 
 /**
  * The resume sequence on the current primary. `afterSecondaryFailover` false: "Primary resume
- * replication" (after a primary failover; the new secondary on colo.secondaryHost). true:
- * "Secondary resume replication" (this primary was the secondary; the new secondary on
- * colo.primaryHost; filters inserted before rew0).
+ * replication" (after a primary failover). true: "Secondary resume replication" (this primary was
+ * the secondary; filters inserted before rew0). Either way the new secondary is on the peer's host
+ * (opts.peerHost), whichever configured host that is after the pair's failovers.
  */
-export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, afterSecondaryFailover: boolean, opts: ResumeOptions = {}): ResumeSequence {
+export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, afterSecondaryFailover: boolean, opts: ResumeOptions): ResumeSequence {
   const c = withResumeDefaults(colo);
   const t = { ...DEFAULT_RESUME_TIMEOUTS, ...opts.timeouts };
   // colo.netdev when the agent's config carries it (documented hn0), else the documented name.
   const netdev = opts.netdev ?? c.netdev ?? DEFAULT_NETDEV;
-  const peerHost = opts.peerHost ?? (afterSecondaryFailover ? c.primaryHost : c.secondaryHost);
+  const peerHost = opts.peerHost;
   const nbd = opts.nbd ?? { host: peerHost, port: c.nbdPort };
   const migration = opts.migration ?? { host: peerHost, port: c.migrationPort };
 
@@ -397,27 +400,19 @@ export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, 
   };
 }
 
-/** "Primary resume replication": after a primary failover, a new secondary on colo.secondaryHost. */
-export function primaryResume(colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions = {}): ResumeSequence {
+/** "Primary resume replication": after a primary failover (this primary's QEMU was the primary before). */
+export function primaryResume(colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions): ResumeSequence {
   return resumeSequence(colo, profile, false, opts);
 }
 
-/** "Secondary resume replication": after a secondary failover, a new secondary on colo.primaryHost; filters before rew0. */
-export function secondaryResume(colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions = {}): ResumeSequence {
+/** "Secondary resume replication": after a secondary failover (this primary was the secondary); filters before rew0. */
+export function secondaryResume(colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions): ResumeSequence {
   return resumeSequence(colo, profile, true, opts);
 }
 
 /** The sequence by name. */
-export function resumeSequenceByName(name: ResumeSequenceName, colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions = {}): ResumeSequence {
+export function resumeSequenceByName(name: ResumeSequenceName, colo: ResumeTopologyInput, profile: QemuProfile, opts: ResumeOptions): ResumeSequence {
   return resumeSequence(colo, profile, name === 'secondary-resume', opts);
-}
-
-/**
- * This node's own address in the pair, by its configured role (node.role): where its fresh
- * secondary's NBD server listens. Fixed by the host, not by which QEMU is primary now.
- */
-export function nodeColoHost(role: string, colo: { primaryHost: string; secondaryHost: string }): string {
-  return role === 'secondary' ? colo.secondaryHost : colo.primaryHost;
 }
 
 export interface SecondaryPrepareOptions {

@@ -25,16 +25,18 @@ import {
 } from '../colo/resume-sequences.js';
 import { failoverSequence, SEQUENCE_NAMES, type SequenceName, type Step } from '../colo/sequences.js';
 import { describeYankTarget, type YankTarget } from '../colo/yank.js';
+import type { PairAddresses } from '../core/topology.js';
 import { UsageError } from './qmp.js';
 
 /** Everything `plan --sequence` accepts. */
 export const PLAN_SEQUENCES: readonly string[] = [...SEQUENCE_NAMES, ...RESUME_SEQUENCE_NAMES, 'secondary-prepare'];
 
 export interface PlanOptions {
-  /** secondary-prepare: where the new secondary's NBD server listens. Default colo.secondaryHost. */
-  ownHost?: string;
-  /** Resume sequences: the new secondary's address. Default by sequence (see resume-sequences.ts). */
-  peerHost?: string;
+  /**
+   * This node's host and its peer's (core/topology.ts pairAddresses): secondary-prepare's NBD
+   * server listens on ours, a resume dials the peer's. Fixed by installation, whatever the roles now.
+   */
+  hosts: PairAddresses;
   /** Resume sequences: the netdev of the proxy filters. Default hn0. */
   netdev?: string;
 }
@@ -104,7 +106,7 @@ function resumeStepLines(step: ResumeStep): string[] {
 
 function resumePlan(colo: ResumeTopologyInput, profile: QemuProfile, name: string, opts: PlanOptions): string[] {
   if (name === 'secondary-prepare') {
-    const ownHost = opts.ownHost ?? withResumeDefaults(colo).secondaryHost;
+    const ownHost = opts.hosts.self;
     const p = secondaryPrepare(colo, profile, { ownHost });
     return [
       `# colo-agent plan secondary-prepare: QEMU profile ${describeProfile(profile)}; ${p.steps.length} steps on the NEW secondary, before the primary's resume; ` +
@@ -113,7 +115,7 @@ function resumePlan(colo: ResumeTopologyInput, profile: QemuProfile, name: strin
     ];
   }
   const seq = resumeSequenceByName(name as (typeof RESUME_SEQUENCE_NAMES)[number], colo, profile, {
-    ...(opts.peerHost !== undefined && { peerHost: opts.peerHost }),
+    peerHost: opts.hosts.peer,
     ...(opts.netdev !== undefined && { netdev: opts.netdev }),
   });
   return [
@@ -133,7 +135,7 @@ function resumePlan(colo: ResumeTopologyInput, profile: QemuProfile, name: strin
  * The plan as text (lines joined with "\n", ending in "\n"). Throws UsageError for an unknown
  * sequence name.
  */
-export function planText(colo: ResumeTopologyInput, profile: QemuProfile, sequenceName: string, opts: PlanOptions = {}): string {
+export function planText(colo: ResumeTopologyInput, profile: QemuProfile, sequenceName: string, opts: PlanOptions): string {
   if (!PLAN_SEQUENCES.includes(sequenceName)) {
     throw new UsageError(`unknown sequence ${JSON.stringify(sequenceName)}; expected one of ${PLAN_SEQUENCES.join(', ')}`);
   }

@@ -52,6 +52,12 @@ export function formatStatus(s: AgentStatus): string {
     ...s.links.map((l) => `  link ${l.link} ${l.state}${l.rttMs !== undefined ? `  rtt ${l.rttMs.toFixed(2)} ms` : ''}`),
   ];
   // Absent from an older agent's /status.
+  const topo = s.topology;
+  if (topo) {
+    const who = (host: string) => (host === topo.self ? 'this node' : host === topo.peer ? 'the peer' : '?');
+    lines.push(`hosts: primary ${topo.primaryHost} (${who(topo.primaryHost)}), secondary ${topo.secondaryHost} (${who(topo.secondaryHost)}); from ${topo.source}`);
+  }
+  // Absent from an older agent's /status.
   if (s.maintenance?.on) lines.push(`maintenance ON since ${s.maintenance.since ?? '?'}${s.maintenance.reason ? ` (${s.maintenance.reason})` : ''}: automatic failover suspended`);
   // Absent from an older agent's /status.
   if (s.epoch) {

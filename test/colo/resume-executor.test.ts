@@ -50,7 +50,7 @@ t.test('success: documented order, journal finished, pause/resync/bytes measured
   const progress: ResyncProgress[] = [];
   const records: ResumeStepRecord[] = [];
   const { conn, journal, exec } = await setup(t, sim, { onProgress: (p) => progress.push(p), onStep: (r) => void records.push(r) });
-  const out = await exec.run({ sequence: 'primary-resume', reason: 'test', id: 'r-1', epoch: 7 });
+  const out = await exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2', id: 'r-1', epoch: 7 });
   t.equal(out.ok, true, out.error?.message ?? 'ok');
   t.same(sent(conn), [
     'drive-mirror', 'human-monitor-command', 'migrate-set-capabilities', 'migrate-set-parameters',
@@ -72,7 +72,7 @@ t.test('refused before anything is sent: not solo, wrong sequence, unfinished de
   const inColo = new SimQemu({ objects: ['comp0', 'm0'] });
   inColo.coloMode = 'primary';
   const a = await setup(t, inColo);
-  const o1 = await a.exec.run({ sequence: 'primary-resume', reason: 'test' });
+  const o1 = await a.exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
   t.match(o1, { ok: false, rolledBack: false, steps: [], error: { code: 'COLO_RESUME_PRECONDITION' } });
   t.equal(o1.error?.message, 'not ready for primary-resume: COLO mode is primary, not none; proxy objects present: comp0, m0');
   t.same(sent(a.conn).filter((c) => MUTATING.includes(c)), [], 'nothing mutating sent');
@@ -90,7 +90,7 @@ t.test('refused before anything is sent: not solo, wrong sequence, unfinished de
 
   const d = await setup(t, new SimQemu());
   await d.journal.begin({ id: 'f-1', sequence: 'secondary-failover', roleBefore: 'secondary', roleAfter: 'primary' });
-  const o2 = await d.exec.run({ sequence: 'primary-resume', reason: 'test' });
+  const o2 = await d.exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
   t.match(o2.error, { code: 'COLO_RESUME_BLOCKED', message: /unfinished secondary-failover/ });
   t.same(sent(d.conn), []);
   t.equal(await d.exec.recover(), undefined, 'recover() leaves failover decisions alone');
@@ -112,7 +112,7 @@ for (const [what, opts, error, paused] of failures) {
   t.test(`rolled back and abandoned when ${what}`, async (t) => {
     const sim = new SimQemu(opts);
     const { journal, exec } = await setup(t, sim, { timeouts: { ...FAST, resyncMs: 300, coloMs: 300 } });
-    const out = await exec.run({ sequence: 'primary-resume', reason: 'test' });
+    const out = await exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
     t.match(out, { ok: false, rolledBack: true, recovered: false });
     t.match(out.error?.message, error);
     t.equal(out.rollbackError, undefined);
@@ -128,7 +128,7 @@ for (const [what, opts, error, paused] of failures) {
 t.test('a failing rollback finishes the decision as failed (operator needed)', async (t) => {
   const sim = new SimQemu({ migrate: 'fail', override: { cont: { error: ['GenericError', 'cont refused by the test'] } } });
   const { journal, exec } = await setup(t, sim, { timeouts: { ...FAST, rollbackWaitMs: 200 } });
-  const out = await exec.run({ sequence: 'primary-resume', reason: 'test' });
+  const out = await exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
   t.match(out, { ok: false, rolledBack: false, error: { message: /MigrationFailed/ }, rollbackError: { step: 'cont-if-paused', code: 'COLO_STEP_TIMEOUT' } });
   t.match(out.rollbackError?.message, /cont said GenericError: cont refused by the test/);
   t.match(journal.current(), { status: 'failed', error: { step: 'rollback/cont-if-paused', message: /rollback failed .* after: .*MigrationFailed/ } });
@@ -139,7 +139,7 @@ t.test('a failing rollback finishes the decision as failed (operator needed)', a
 t.test('QMP lost mid-switch-over: rollback cannot run, decision failed; recover() on a new connection rolls back', async (t) => {
   const sim = new SimQemu({ override: { 'x-blockdev-change': 'disconnect' } });
   const { journal, exec, dir } = await setup(t, sim);
-  const out = await exec.run({ sequence: 'primary-resume', reason: 'test' });
+  const out = await exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
   t.match(out, { ok: false, rolledBack: false, error: { code: 'COLO_STEP_DISCONNECTED' } });
   t.match(journal.current(), { status: 'failed' });
   t.equal(sim.running, false);

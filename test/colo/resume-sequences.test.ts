@@ -15,7 +15,6 @@ import {
   resumeRollback,
   resumeSequenceByName,
   RESYNC_JOB_ID,
-  nodeColoHost,
   secondaryPrepare,
   secondaryResume,
   withResumeDefaults,
@@ -45,8 +44,12 @@ function wire(steps: ResumeStep[]): unknown[] {
   });
 }
 
+/** The new secondary on the documented hosts: the secondary's (primary resume) or the primary's (secondary resume). */
+const AT_SECONDARY = { peerHost: '127.0.0.2' };
+const AT_PRIMARY = { peerHost: '127.0.0.1' };
+
 t.test('primary resume with the documented names: prepare, switch-over, peer = secondary host', async (t) => {
-  const seq = primaryResume({}, P72);
+  const seq = primaryResume({}, P72, AT_SECONDARY);
   t.match(seq, { name: 'primary-resume', afterSecondaryFailover: false, roleBefore: 'primary', roleAfter: 'primary' });
   t.same(seq.peer, { nbd: { host: '127.0.0.2', port: 9999 }, migration: { host: '127.0.0.2', port: 9998 } });
   t.equal(RESYNC_JOB_ID, 'resync');
@@ -87,7 +90,7 @@ t.test('primary resume with the documented names: prepare, switch-over, peer = s
 });
 
 t.test('secondary resume: peer = primary host, the three net filters inserted before rew0', async (t) => {
-  const seq = secondaryResume({}, P72);
+  const seq = secondaryResume({}, P72, AT_PRIMARY);
   t.match(seq, { name: 'secondary-resume', afterSecondaryFailover: true });
   t.same(seq.peer, { nbd: { host: '127.0.0.1', port: 9999 }, migration: { host: '127.0.0.1', port: 9998 } });
   const byName = new Map([...seq.prepare, ...seq.switchover].map((s) => [s.name, s]));
@@ -103,8 +106,8 @@ t.test('secondary resume: peer = primary host, the three net filters inserted be
   t.same(args('object-add iothread1'), { 'qom-type': 'iothread', id: 'iothread1' }, 'not a filter: no position');
   t.notOk('insert' in (args('object-add comp0') ?? {}), 'colo-compare is not a net filter');
   t.same(args('migrate'), { uri: 'tcp:127.0.0.1:9998' });
-  t.same(seq.rollback, primaryResume({}, P72).rollback, 'the rollback does not depend on the sequence');
-  t.same(resumeSequenceByName('secondary-resume', {}, P72), seq);
+  t.same(seq.rollback, primaryResume({}, P72, AT_SECONDARY).rollback, 'the rollback does not depend on the sequence');
+  t.same(resumeSequenceByName('secondary-resume', {}, P72, AT_PRIMARY), seq);
 });
 
 t.test('ids, ports, hosts, netdev, peer override, resync speed and timeouts from the caller', async (t) => {
@@ -119,7 +122,7 @@ t.test('ids, ports, hosts, netdev, peer override, resync speed and timeouts from
     checkpointDelayMs: 2000,
     ids: { m0: 'mirror-filter', rew0: 'rw', comp0: 'cmp', iothread1: 'io' },
   };
-  const seq = secondaryResume(colo, P72, { netdev: 'net0', resyncSpeed: 1 << 20, timeouts: { resyncMs: 1234, coloMs: 99 } });
+  const seq = secondaryResume(colo, P72, { peerHost: colo.primaryHost, netdev: 'net0', resyncSpeed: 1 << 20, timeouts: { resyncMs: 1234, coloMs: 99 } });
   const cmds = wire([...seq.prepare, ...seq.switchover]) as Array<{ execute?: string; arguments?: Record<string, unknown> }>;
   t.match(cmds[0], { execute: 'drive-mirror', arguments: { device: 'vda', target: 'nbd://10.0.0.1:10809/exp', speed: 1048576 } });
   t.match(cmds.find((c) => c.arguments?.id === 'mirror-filter'), { arguments: { netdev: 'net0', position: 'id=rw' } });
@@ -127,7 +130,7 @@ t.test('ids, ports, hosts, netdev, peer override, resync speed and timeouts from
   t.match(cmds.find((c) => c.execute === 'migrate-set-parameters'), { arguments: { 'x-checkpoint-delay': 2000 } });
   t.match(seq.prepare[1], { kind: 'wait-job-ready', timeoutMs: 1234 });
   t.match(seq.switchover.at(-1), { kind: 'wait-colo', timeoutMs: 99 });
-  const p = primaryResume(colo, P72);
+  const p = primaryResume(colo, P72, { peerHost: colo.secondaryHost });
   t.same(p.peer.nbd, { host: 'fd00::2', port: 10809 });
   t.match(p.prepare[0], { args: { target: 'nbd://[fd00::2]:10809/exp' } }, 'IPv6 in brackets');
   t.match(p.switchover.find((s) => s.name === 'migrate'), { args: { uri: 'tcp:[fd00::2]:4444' } });
@@ -135,7 +138,7 @@ t.test('ids, ports, hosts, netdev, peer override, resync speed and timeouts from
   const routed = primaryResume(colo, P72, { peerHost: '192.0.2.7', migration: { host: '192.0.2.8', port: 1 } });
   t.match(routed.peer, { nbd: { host: '192.0.2.7', port: 10809 }, migration: { host: '192.0.2.8', port: 1 } });
   t.equal(DEFAULT_NETDEV, 'hn0');
-  t.match(primaryResume({ netdev: 'cfg-net' }, P72).switchover.find((s) => s.name === 'object-add m0'), { args: { netdev: 'cfg-net' } }, 'colo.netdev from the config');
+  t.match(primaryResume({ netdev: 'cfg-net' }, P72, AT_SECONDARY).switchover.find((s) => s.name === 'object-add m0'), { args: { netdev: 'cfg-net' } }, 'colo.netdev from the config');
   t.same(resumeProxyIds(colo), ['cmp', 'io', 'mirror-filter', 'redire0', 'redire1']);
 });
 
@@ -157,16 +160,16 @@ t.test('rollback: idempotent undo steps, cont last, never rew0', async (t) => {
 });
 
 t.test('profiles: object-add props before 6.0, no yank before 6.0, blockdev-add/-del when asked', async (t) => {
-  const old = primaryResume({}, P50);
+  const old = primaryResume({}, P50, AT_SECONDARY);
   t.same(old.switchover.find((s) => s.name === 'object-add m0'), {
     kind: 'command', name: 'object-add m0', command: 'object-add', args: { 'qom-type': 'filter-mirror', id: 'm0', props: { netdev: 'hn0', queue: 'tx', outdev: 'mirror0' } },
   }, 'the 2019 document\'s shape');
   t.same(objectAddArgs(P50, 'iothread', 'iothread1', {}), { 'qom-type': 'iothread', id: 'iothread1' });
   t.notOk(old.rollback.some((s) => s.kind === 'yank'), 'no yank before 6.0');
-  const oldSecondary = secondaryResume({}, P50);
+  const oldSecondary = secondaryResume({}, P50, AT_PRIMARY);
   t.match(oldSecondary.switchover.find((s) => s.name === 'object-add m0'), { args: { props: { insert: 'before', position: 'id=rew0' } } });
 
-  const bd = primaryResume({}, BLOCKDEV);
+  const bd = primaryResume({}, BLOCKDEV, AT_SECONDARY);
   t.same(bd.prepare.find((s) => s.name === 'blockdev-add'), {
     kind: 'command', name: 'blockdev-add', command: 'blockdev-add',
     args: { driver: 'nbd', 'node-name': 'replication0', server: { type: 'inet', host: '127.0.0.2', port: '9999' }, export: 'parent0', 'detect-zeroes': 'on' },
@@ -198,8 +201,3 @@ t.test('names', async (t) => {
   t.notOk(isResumeSequenceName('primary-failover'));
 });
 
-t.test('nodeColoHost: a node lives on its configured side of the pair, whatever its QEMU is now', async (t) => {
-  const colo = { primaryHost: '10.0.0.1', secondaryHost: '10.0.0.2' };
-  t.equal(nodeColoHost('primary', colo), '10.0.0.1');
-  t.equal(nodeColoHost('secondary', colo), '10.0.0.2');
-});

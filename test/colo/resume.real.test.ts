@@ -121,7 +121,7 @@ t.test('primary resume after a real primary failover; then a second failover', {
 
   const journal = await Journal.open(shortTempDir(t, 'rj-'));
   const progress: ResyncProgress[] = [];
-  const out = await executor(pq, journal, pair, { onProgress: (p) => progress.push(p) }).run({ sequence: 'primary-resume', reason: 'test' });
+  const out = await executor(pq, journal, pair, { onProgress: (p) => progress.push(p) }).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.equal(out.ok, true, why(out));
   if (!out.ok) return;
   t.match(await queryColoStatus(pq), { mode: 'primary' });
@@ -162,12 +162,12 @@ t.test('secondary resume after a real secondary failover: roles swapped, filters
   t.equal(f.side.host, pair.colo.primaryHost, 'the new secondary runs on the old primary host');
   await prepare(t, pair, f);
   const journal = await Journal.open(shortTempDir(t, 'rs-'));
-  const wrong = await executor(np, journal, pair).run({ sequence: 'primary-resume', reason: 'test' });
+  const wrong = await executor(np, journal, pair).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.primaryHost });
   t.match(wrong, { ok: false, rolledBack: false, error: { code: 'COLO_RESUME_PRECONDITION' }, steps: [] }, 'primary-resume refused on a former secondary (rew0 present)');
   t.match(wrong.error?.message, /rew0 is present/);
   t.equal(journal.current(), undefined, 'nothing journalled for a refused resume');
 
-  const out = await executor(np, journal, pair).run({ sequence: 'secondary-resume', reason: 'test' });
+  const out = await executor(np, journal, pair).run({ sequence: 'secondary-resume', reason: 'test', peerHost: pair.colo.primaryHost });
   t.equal(out.ok, true, why(out));
   if (!out.ok) return;
   t.match(await queryColoStatus(np), { mode: 'primary' }, 'the former secondary is the primary');
@@ -195,7 +195,7 @@ t.test('new secondary killed during drive-mirror, after stop, and an agent crash
   const pq = await connect(t, pair.primary.agentQmpAddress);
   const journal = await Journal.open(shortTempDir(t, 'rf-'));
 
-  const inColo = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test' });
+  const inColo = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.match(inColo.error, { code: 'COLO_RESUME_PRECONDITION' }, 'refused while the pair is in COLO');
   t.match(inColo.error?.message, /COLO mode is primary.*proxy objects present: comp0, iothread1, m0, redire0, redire1/);
 
@@ -214,7 +214,7 @@ t.test('new secondary killed during drive-mirror, after stop, and an agent crash
       killedAt = p;
       f1.side.kill('SIGKILL');
     },
-  }).run({ sequence: 'primary-resume', reason: 'test' });
+  }).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.ok(killedAt && !killedAt.ready, `killed during the mirror at ${killedAt?.offset}/${killedAt?.len}`);
   t.match(o1, { ok: false, rolledBack: true, error: { step: 'wait-job-ready resync' } }, why(o1));
   t.equal(o1.pauseMs, undefined, 'never paused');
@@ -232,7 +232,7 @@ t.test('new secondary killed during drive-mirror, after stop, and an agent crash
         await f2.side.qemu.exited;
       }
     },
-  }).run({ sequence: 'primary-resume', reason: 'test' });
+  }).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.match(o2, { ok: false, rolledBack: true }, why(o2));
   t.equal(o2.error && 'step' in o2.error ? o2.steps.find((s) => s.outcome === 'failed')?.phase : undefined, 'switchover', 'failed in the switch-over');
   t.ok(o2.steps.some((s) => s.phase === 'rollback' && s.name === 'cont-if-paused' && s.outcome === 'done'), 'the rollback continued the paused guest');
@@ -245,14 +245,14 @@ t.test('new secondary killed during drive-mirror, after stop, and an agent crash
   //    the next agent's recover() rolls it back.
   const f3 = await fresh(t, pair, 'secondary');
   await prepare(t, pair, f3);
-  const seq = primaryResume(pair.colo, resolveQemuProfile('auto', pq.version), { timeouts: TIMEOUTS });
+  const seq = primaryResume(pair.colo, resolveQemuProfile('auto', pq.version), { peerHost: pair.colo.secondaryHost, timeouts: TIMEOUTS });
   await journal.begin({ id: 'crashed', sequence: seq.name, roleBefore: 'primary', roleAfter: 'primary' });
   const p = await runResumeSteps({ qmp: pq, phase: 'prepare', steps: seq.prepare, stepTimeoutMs: STEP_TIMEOUT_MS });
   const upTo = seq.switchover.findIndex((s) => s.name === `object-add ${pair.colo.ids.comp0}`);
   const s = await runResumeSteps({ qmp: pq, phase: 'switchover', steps: seq.switchover.slice(0, upTo + 1), stepTimeoutMs: STEP_TIMEOUT_MS });
   t.ok(p.ok && s.ok, `half a switch-over done: ${s.error?.message ?? 'ok'}`);
   t.match(await queryStatus(pq), { running: false }, 'the guest is paused mid-switch-over');
-  const blocked = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test' });
+  const blocked = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.match(blocked.error, { code: 'COLO_RESUME_BLOCKED' }, 'no new resume while one is unfinished');
   const rec = await executor(pq, journal, pair).recover();
   t.match(rec, { ok: false, recovered: true, rolledBack: true }, rec ? why(rec) : 'no outcome');
@@ -264,7 +264,7 @@ t.test('new secondary killed during drive-mirror, after stop, and an agent crash
   // 4. A later resume with another fresh secondary succeeds.
   const f4 = await fresh(t, pair, 'secondary');
   await prepare(t, pair, f4);
-  const o4 = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test' });
+  const o4 = await executor(pq, journal, pair).run({ sequence: 'primary-resume', reason: 'test', peerHost: pair.colo.secondaryHost });
   t.equal(o4.ok, true, why(o4));
   t.match(await queryColoStatus(pq), { mode: 'primary' });
   t.match(await queryColoStatus(f4.qmp), { mode: 'secondary' });

@@ -7,8 +7,11 @@ import { isSequenceName, planText, PLAN_SEQUENCES } from '../../src/commands/pla
 
 const P72 = resolveQemuProfile('auto', { major: 7, minor: 2, micro: 22, package: '' });
 
+/** The view from the documented primary host. */
+const DOC_HOSTS = { hosts: { self: '127.0.0.1', peer: '127.0.0.2' } };
+
 t.test('primary failover plan: header, resolved yank, then the documented commands', async (t) => {
-  const text = planText({}, P72, 'primary-failover');
+  const text = planText({}, P72, 'primary-failover', DOC_HOSTS);
   t.ok(text.endsWith('\n'));
   const lines = text.trimEnd().split('\n');
   t.match(lines[0], /^# colo-agent plan primary-failover: QEMU profile 7\.2\.22 \(from the QMP greeting\); 9 steps;/);
@@ -30,7 +33,7 @@ t.test('primary failover plan: header, resolved yank, then the documented comman
 });
 
 t.test('secondary failover plan with renamed ids and ports', async (t) => {
-  const text = planText({ mirrorPort: 19003, ids: { red0: 'r0', mirror0: 'mir' } }, profileForVersion({ major: 9, minor: 2, micro: 0 }, 'config'), 'secondary-failover');
+  const text = planText({ mirrorPort: 19003, ids: { red0: 'r0', mirror0: 'mir' } }, profileForVersion({ major: 9, minor: 2, micro: 0 }, 'config'), 'secondary-failover', DOC_HOSTS);
   const cmds = text.trimEnd().split('\n').filter((l) => !l.startsWith('#')).map((l) => JSON.parse(l) as Record<string, unknown>);
   t.same(cmds.map((c) => c.execute ?? `oob:${String(c['exec-oob'])}`), [
     'oob:query-yank', 'oob:yank', 'nbd-server-stop', 'x-colo-lost-heartbeat', 'object-del', 'object-del', 'chardev-remove', 'chardev-remove',
@@ -42,7 +45,7 @@ t.test('secondary failover plan with renamed ids and ports', async (t) => {
 });
 
 t.test('without yank (QEMU < 6.0) and with blockdev-del', async (t) => {
-  const text = planText({}, profileForVersion({ major: 5, minor: 2, micro: 0 }, 'config', { nbdNodeRemoval: 'blockdev-del' }), 'primary-failover');
+  const text = planText({}, profileForVersion({ major: 5, minor: 2, micro: 0 }, 'config', { nbdNodeRemoval: 'blockdev-del' }), 'primary-failover', DOC_HOSTS);
   t.notMatch(text, /yank"/);
   t.match(text, /yank no \(QEMU < 6\.0\)/);
   t.match(text, /\{"execute":"blockdev-del","arguments":\{"node-name":"replication0"\}\}/);
@@ -52,11 +55,11 @@ t.test('unknown sequence names are usage errors', async (t) => {
   t.same([...PLAN_SEQUENCES], ['primary-failover', 'secondary-failover', 'primary-resume', 'secondary-resume', 'secondary-prepare']);
   t.ok(isSequenceName('secondary-failover'));
   t.notOk(isSequenceName('primary-resume'), 'isSequenceName stays the failover names');
-  t.throws(() => planText({}, P72, 'tertiary-resume'), { code: 'CLI_USAGE', message: /expected one of primary-failover, .*secondary-prepare/ });
+  t.throws(() => planText({}, P72, 'tertiary-resume', DOC_HOSTS), { code: 'CLI_USAGE', message: /expected one of primary-failover, .*secondary-prepare/ });
 });
 
 t.test('primary resume plan: the three parts, waits and conditional steps as comments', async (t) => {
-  const text = planText({}, P72, 'primary-resume');
+  const text = planText({}, P72, 'primary-resume', DOC_HOSTS);
   const lines = text.trimEnd().split('\n');
   t.match(lines[0], /^# colo-agent plan primary-resume: QEMU profile 7\.2\.22 .*new secondary: NBD 127\.0\.0\.2:9999, migration 127\.0\.0\.2:9998; filters appended; object-add flat$/);
   const part = (name: string) => lines.findIndex((l) => l.startsWith(`# ${name} `));
@@ -80,15 +83,15 @@ t.test('primary resume plan: the three parts, waits and conditional steps as com
 });
 
 t.test('secondary resume plan: peer on the primary host, filters before rew0; secondary-prepare', async (t) => {
-  const text = planText({ ids: { rew0: 'rw' } }, P72, 'secondary-resume', { netdev: 'net0' });
+  const text = planText({ ids: { rew0: 'rw' } }, P72, 'secondary-resume', { hosts: { self: '127.0.0.2', peer: '127.0.0.1' }, netdev: 'net0' });
   t.match(text, /new secondary: NBD 127\.0\.0\.1:9999, migration 127\.0\.0\.1:9998; filters inserted before rew0/);
   t.match(text, /\{"execute":"object-add","arguments":\{"qom-type":"filter-mirror","id":"m0","insert":"before","position":"id=rw","netdev":"net0","queue":"tx","outdev":"mirror0"\}\}/);
-  const prep = planText({}, profileForVersion({ major: 8, minor: 1, micro: 0 }, 'config'), 'secondary-prepare', { ownHost: '0.0.0.0' });
+  const prep = planText({}, profileForVersion({ major: 8, minor: 1, micro: 0 }, 'config'), 'secondary-prepare', { hosts: { self: '0.0.0.0', peer: '127.0.0.1' } });
   t.same(prep.trimEnd().split('\n').slice(1), [
     '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-colo","state":true}]}}',
     '{"execute":"nbd-server-start","arguments":{"addr":{"type":"inet","data":{"host":"0.0.0.0","port":"9999"}}}}',
     '{"execute":"nbd-server-add","arguments":{"device":"parent0","writable":true}}',
   ]);
   t.match(prep, /^# colo-agent plan secondary-prepare: .*NBD server on 0\.0\.0\.0; x-colo yes/);
-  t.match(planText({}, P72, 'secondary-prepare'), /NBD server on 127\.0\.0\.2; x-colo no/);
+  t.match(planText({}, P72, 'secondary-prepare', { hosts: { self: '127.0.0.2', peer: '127.0.0.1' } }), /NBD server on 127\.0\.0\.2; x-colo no/);
 });

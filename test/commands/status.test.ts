@@ -60,6 +60,14 @@ t.test('the summary names every state, and says so when the node is stale, pause
   t.match(leased, /^guest PAUSED by the agent \(cut off from peer and arbiter, lease ran out\)$/m);
   const older = formatStatus({ ...base, epoch: undefined, arbiter: undefined as unknown as AgentStatus['arbiter'] });
   t.notMatch(older, /epoch/, "an older agent's /status without epoch prints no epoch line");
+  t.notMatch(older, /^hosts:/m, "an older agent's /status without topology prints no hosts line");
+  // Roles swapped after a failback: this node (installed secondary, 10.0.0.2) runs the primary.
+  const swapped = formatStatus({
+    ...base,
+    role: 'primary',
+    topology: { self: '10.0.0.2', peer: '10.0.0.1', primaryHost: '10.0.0.2', secondaryHost: '10.0.0.1', source: 'colo-mode' },
+  });
+  t.match(swapped, /^hosts: primary 10\.0\.0\.2 \(this node\), secondary 10\.0\.0\.1 \(the peer\); from colo-mode$/m);
 });
 
 t.test('the summary says how long the guest is unprotected, the resync, the last resume and a launched QEMU', async (t) => {
