@@ -200,6 +200,7 @@ export const LIVE_CONFIG_KEYS: ReadonlySet<string> = new Set([
   'failover.stepTimeoutMs',
   'failover.probeTimeoutMs',
   'failover.reprobeIntervalMs',
+  'failover.unresponsivePeerMs',
   'failover.autoResume',
   'failover.resyncTimeoutMs',
 ]);
@@ -844,6 +845,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         coloMode: colo.mode,
         failoverEnabled: this.cfg.failover.enabled,
         peerReportsQemuReachable: this.peer.state === 'up' ? this.peerSummary?.qemuReachable : undefined,
+        unresponsivePeerMs: this.cfg.failover.unresponsivePeerMs,
+        fenceConfigured: this.cfg.failover.fenceCommand !== '',
       };
       let decision = decideTakeover(facts);
       let probe: PeerQemuProbeResult | undefined;
@@ -853,7 +856,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         // An early "alive" may predate the QEMU's death; only a fresh look can say it is still there.
         if (!probe || probe.verdict === 'alive') probe = await this.probePeer();
         this.earlyProbe = undefined;
-        decision = decideTakeover({ ...facts, probe: probe.verdict });
+        decision = decideTakeover({
+          ...facts,
+          probe: probe.verdict,
+          ...(probe.agent !== undefined && { peerAgentPort: probe.agent }),
+          ...(this.peer.lastBeatAt !== undefined && { peerSilentForMs: this.peer.silentForMs() }),
+        });
       }
       if (!decision.act) {
         this.log.warn({ trigger, reason: decision.reason, colo, probe }, 'no takeover');
@@ -861,7 +869,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (this.current === 'arbitrating') this.setState(PEER_TO_AGENT[this.peer.state], `no takeover: ${decision.reason}`);
         if (decision.retry && this.peer.state === 'down') {
           this.setState('peer-agent-lost', decision.reason);
-          this.scheduleReprobe();
+          this.scheduleReprobe(decision.recheckInMs);
         } else if (decision.retry && (trigger === 'colo-exit-error' || trigger === 'peer-qemu-gone') && this.quickRetries < QUICK_RETRIES) {
           // A dying QEMU's sockets (replication stream, QMP) can close a moment before its
           // listeners do: look again shortly rather than wait for the heartbeat timeout.
@@ -880,7 +888,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const action = decision.sequence === 'secondary-failover' ? 'takeover' : 'continue';
       // Visible while the witness holds the request (it waits out the primary's lease).
       if (this.arbiter.mode !== 'none') this.setState('arbitrating', `asking the ${this.arbiter.mode} arbiter for epoch ${this.epochs!.epoch + 1} (${action}): ${decision.reason}`);
-      const gate = await this.gate!.pass(action);
+      const gate = await this.gate!.pass(action, { fenceRequired: decision.fenceRequired === true });
       if (!gate.pass) {
         this.log.warn({ trigger, step: gate.step, reason: gate.reason }, 'no takeover');
         if (gate.step === 'stale') this.becomeStale(this.epochs!.snapshot().newestSeenFrom ?? 'the arbiter');
@@ -902,11 +910,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  private scheduleReprobe(): void {
+  /** Probe again after reprobeIntervalMs, or sooner when the rule says when its answer changes. */
+  private scheduleReprobe(recheckInMs?: number): void {
     this.clock.clearTimeout(this.reprobeTimer);
     this.reprobeTimer = this.clock.setTimeout(() => {
       if (this.current === 'peer-agent-lost' && this.peer.state === 'down') void this.considerTakeover('peer-down');
-    }, this.cfg.failover.reprobeIntervalMs);
+    }, Math.min(this.cfg.failover.reprobeIntervalMs, recheckInMs ?? Infinity));
   }
 
   /** After the gate said "not now": ask again while the reason to take over lasts. */

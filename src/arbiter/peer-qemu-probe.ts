@@ -25,6 +25,12 @@ export interface PeerQemuProbeResult {
   tookMs: number;
   /** The socket error behind refused/silent, e.g. ECONNREFUSED, EHOSTUNREACH, timeout. */
   detail: string;
+  /**
+   * The peer agent's heartbeat ports, when they were probed too: `alive` if any completed a
+   * handshake (a listening socket of the agent exists: the process lives, maybe frozen), else
+   * `refused` if any refused (its host is up and the agent process is gone), else `silent`.
+   */
+  agent?: PeerQemuVerdict;
 }
 
 /** Errors that mean "a live kernel answered and nobody listens". */
@@ -46,9 +52,12 @@ export async function probePeerQemuAndHost(
     probePeerQemu(qemu.host, qemu.port, timeoutMs),
     ...hostPorts.map((a) => probePeerQemu(a.host, a.port, timeoutMs)),
   ]);
-  if (q!.verdict !== 'silent') return q!;
+  const agent: PeerQemuVerdict | undefined =
+    others.length === 0 ? undefined : others.some((o) => o.verdict === 'alive') ? 'alive' : others.some((o) => o.verdict === 'refused') ? 'refused' : 'silent';
+  const withAgent = (r: PeerQemuProbeResult): PeerQemuProbeResult => (agent === undefined ? r : { ...r, agent });
+  if (q!.verdict !== 'silent') return withAgent(q!);
   const answered = others.find((o) => o.verdict !== 'silent');
-  return answered ? { verdict: 'alive', tookMs: q!.tookMs, detail: `${q!.detail}; host answers on another port: listen queue full` } : q!;
+  return withAgent(answered ? { verdict: 'alive', tookMs: q!.tookMs, detail: `${q!.detail}; host answers on another port: listen queue full` } : q!);
 }
 
 export function probePeerQemu(host: string, port: number, timeoutMs: number): Promise<PeerQemuProbeResult> {

@@ -68,10 +68,14 @@ export class TakeoverGate extends EventEmitter<{ arbitration: [ArbitrationEvent]
     this.log = (opts.logger ?? silentLogger()).child({ component: 'takeover-gate' });
   }
 
-  async pass(action: ArbitrationAction): Promise<GateResult> {
+  /** `fenceRequired`: the takeover is only safe once the peer is fenced (a frozen host that may thaw). */
+  async pass(action: ArbitrationAction, opts: { fenceRequired?: boolean } = {}): Promise<GateResult> {
     const { epochs, arbiter } = this.opts;
     if (epochs.stale) {
       return { pass: false, step: 'stale', retry: false, reason: `our epoch ${epochs.epoch} is stale (epoch ${epochs.newestSeen} exists): another node holds the guest` };
+    }
+    if (opts.fenceRequired && this.opts.fence.command === '') {
+      return { pass: false, step: 'fence', retry: false, reason: 'this takeover needs the peer fenced first and failover.fenceCommand is empty' };
     }
 
     if (this.opts.gateways.length > 0) {

@@ -21,6 +21,14 @@
  *      QEMU is fine: the replication network failed, not the peer: do not act. (A `refused`
  *      probe wins over the peer's last heartbeat, which may predate its QEMU's death by one
  *      interval.)
+ *    - a gray failure (`alive` probe, see failover.unresponsivePeerMs): the peer's QEMU port AND its
+ *      agent's heartbeat port still complete TCP handshakes, yet its agent has sent nothing for
+ *      unresponsivePeerMs. A listening socket answers from the kernel, so the processes exist but
+ *      do not run (a frozen host: SIGSTOP, a stuck hypervisor, a VM paused under it) or the agent
+ *      is hung. Its guest is not served and nothing tells us when it will be: with a fence command
+ *      act, and the gate fences the peer before the sequence runs (so a thaw finds it dead); without
+ *      one wait, since a thawed primary would run beside us. A crashed agent is different: its port
+ *      refuses, and then a living QEMU is simply left alone.
  *    - manual: act.
  */
 import type { PeerQemuVerdict } from './peer-qemu-probe.js';
@@ -39,11 +47,26 @@ export interface TakeoverFacts {
   probe?: PeerQemuVerdict;
   /** The peer agent's last word on its own QEMU, if its heartbeats still arrive. */
   peerReportsQemuReachable?: boolean;
+  /** The probe of the peer agent's heartbeat ports (PeerQemuProbeResult.agent). */
+  peerAgentPort?: PeerQemuVerdict;
+  /** How long the peer's agent has sent nothing (undefined: never heard). */
+  peerSilentForMs?: number;
+  /** failover.unresponsivePeerMs (0: off). */
+  unresponsivePeerMs?: number;
+  /** failover.fenceCommand is set: the gate fences the peer before any sequence. */
+  fenceConfigured?: boolean;
 }
 
 export type TakeoverDecision =
-  | { act: true; sequence: FailoverSequenceName; reason: string }
-  | { act: false; reason: string; /** Worth asking again (e.g. re-probing) later. */ retry: boolean };
+  | { act: true; sequence: FailoverSequenceName; reason: string; /** The peer must be fenced first (a frozen host). */ fenceRequired?: true }
+  | {
+      act: false;
+      reason: string;
+      /** Worth asking again (e.g. re-probing) later. */
+      retry: boolean;
+      /** Ask again no later than this (ms): the moment a silent, still-listening peer counts as frozen. */
+      recheckInMs?: number;
+    };
 
 export function decideTakeover(f: TakeoverFacts): TakeoverDecision {
   if (!f.qemuReachable) return { act: false, retry: false, reason: 'our QEMU is unreachable: nothing to fail over on' };
@@ -63,8 +86,20 @@ export function decideTakeover(f: TakeoverFacts): TakeoverDecision {
     return { act: false, retry: false, reason: "replication broke but the peer's agent reports its QEMU alive: not a dead peer" };
   }
   if (f.probe === 'silent') return { act: true, sequence, reason: "the peer's host does not answer: host lost" };
-  if (f.probe === 'alive') {
-    return { act: false, retry: true, reason: "the peer's QEMU still listens: its agent is down, not its VM; waiting" };
-  }
+  if (f.probe === 'alive') return unresponsivePeer(f, sequence);
   return { act: false, retry: true, reason: 'no probe of the peer QEMU yet' };
+}
+
+/** The peer's QEMU still listens: its agent crashed (wait), or the whole host is frozen (fence, then act). */
+function unresponsivePeer(f: TakeoverFacts, sequence: FailoverSequenceName): TakeoverDecision {
+  const waiting = "the peer's QEMU still listens: its agent is down, not its VM; waiting";
+  const after = f.unresponsivePeerMs ?? 0;
+  if (f.peerAgentPort !== 'alive' || after <= 0 || f.peerSilentForMs === undefined) return { act: false, retry: true, reason: waiting };
+  const silent = Math.round(f.peerSilentForMs);
+  if (f.peerSilentForMs < after) {
+    return { act: false, retry: true, recheckInMs: Math.max(1, Math.ceil(after - f.peerSilentForMs)), reason: `${waiting} (its agent's port still accepts: frozen after ${after} ms of silence, now ${silent})` };
+  }
+  const frozen = `the peer's host completes TCP handshakes on its QEMU's and its agent's ports, yet its agent has said nothing for ${silent} ms: frozen or hung`;
+  if (!f.fenceConfigured) return { act: false, retry: true, reason: `${frozen}; no failover.fenceCommand to fence it with, so waiting (a thaw would run the guest twice)` };
+  return { act: true, sequence, fenceRequired: true, reason: `${frozen}; fencing it, then taking over` };
 }

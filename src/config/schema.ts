@@ -466,6 +466,18 @@ export const configSchema: SchemaOf<AgentConfig> = {
       min: 50,
       max: MS.max,
     },
+    unresponsivePeerMs: {
+      doc:
+        "A gray failure: the peer's agent has sent nothing for this long, yet its host still completes TCP handshakes on its QEMU's " +
+        "and its agent's ports (a frozen host, or a hung agent, whose kernel answers for it). With failover.fenceCommand set, " +
+        'such a peer is fenced and then taken over; without one the agent only waits and says so (taking over a host that may ' +
+        'thaw would run the guest twice). 0: never treat a peer as frozen.',
+      format: 'int-range',
+      default: 2000,
+      env: 'COLO_AGENT_FAILOVER_UNRESPONSIVE_PEER_MS',
+      min: 0,
+      max: MS.max,
+    },
     fenceCommand: {
       doc:
         'Shell command run (sh -c) against the peer after the arbiter granted a takeover and before the failover sequence, ' +

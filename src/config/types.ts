@@ -129,6 +129,7 @@ export interface FailoverConfig {
   stepTimeoutMs: number;
   probeTimeoutMs: number;
   reprobeIntervalMs: number;
+  unresponsivePeerMs: number;
   /** Shell command run against the peer before a takeover; "" for none. */
   fenceCommand: string;
   fenceTimeoutMs: number;

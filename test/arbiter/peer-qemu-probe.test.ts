@@ -56,3 +56,26 @@ t.test('a host that does not answer is silent once the timeout runs out', { skip
   const lost = await probePeerQemuAndHost({ host: '127.0.0.1', port }, [{ host: '127.0.0.1', port }], 300);
   t.equal(lost.verdict, 'silent', 'no port of the host answers: host lost');
 });
+
+// A frozen host: its processes are stopped (SIGSTOP) but its kernel still completes TCP handshakes
+// on their listening sockets. The probe reports the agent's port as answering, which the takeover
+// rule (failover.unresponsivePeerMs) tells apart from a crashed agent, whose port refuses.
+t.test('a stopped process still accepts in the kernel; a gone one refuses: the agent verdict says which', { skip: python ? false : 'python3 not found: it provides the listeners to freeze' }, async (t) => {
+  const child = spawn('python3', ['-c', 'import socket,time\na=socket.socket();a.bind(("127.0.0.1",0));a.listen(16)\nb=socket.socket();b.bind(("127.0.0.1",0));b.listen(16)\nprint(a.getsockname()[1],b.getsockname()[1],flush=True)\ntime.sleep(60)'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  const [qemuPort, agentPort] = (await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve))).split(' ').map(Number) as [number, number];
+  child.kill('SIGSTOP');
+  const frozen = await probePeerQemuAndHost({ host: '127.0.0.1', port: qemuPort }, [{ host: '127.0.0.1', port: agentPort }], 300);
+  t.match(frozen, { verdict: 'alive', agent: 'alive' }, 'both ports complete handshakes while the process is stopped');
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  const closed = await listen();
+  const closedPort = portOf(closed);
+  t.teardown(() => closed.close());
+  const crashed = await probePeerQemuAndHost({ host: '127.0.0.1', port: closedPort }, [{ host: '127.0.0.1', port: agentPort }], 300);
+  t.match(crashed, { verdict: 'alive', agent: 'refused' }, "a QEMU that lives beside a crashed agent: the agent's port refuses");
+  const none = await probePeerQemuAndHost({ host: '127.0.0.1', port: closedPort }, [], 300);
+  t.notOk('agent' in none, 'no agent ports given: no agent verdict');
+});

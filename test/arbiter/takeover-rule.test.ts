@@ -41,3 +41,17 @@ t.test('manual runs even with automatic failover off, never on an unreachable QE
   t.match(decideTakeover({ ...base, trigger: 'manual', failoverEnabled: false }), { act: true });
   t.match(decideTakeover({ ...base, trigger: 'manual', qemuReachable: false }), { act: false });
 });
+
+t.test('a frozen host (gray failure): QEMU and agent ports accept, the agent says nothing: fenced, then taken over', async (t) => {
+  const frozen = { ...base, probe: 'alive' as const, peerAgentPort: 'alive' as const, unresponsivePeerMs: 2000, fenceConfigured: true };
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 2000 }), { act: true, sequence: 'secondary-failover', fenceRequired: true, reason: /frozen or hung; fencing it/ });
+  t.match(decideTakeover({ ...frozen, coloMode: 'primary', peerSilentForMs: 5000 }), { act: true, sequence: 'primary-failover', fenceRequired: true }, 'a frozen secondary host too');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 1400 }), { act: false, retry: true, recheckInMs: 600, reason: /frozen after 2000 ms of silence, now 1400/ }, 'not yet: ask again exactly when it would count');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 3000, fenceConfigured: false }), { act: false, retry: true, reason: /no failover\.fenceCommand/ }, 'never without a fence: a thaw would run the guest twice');
+  t.notOk('recheckInMs' in decideTakeover({ ...frozen, peerSilentForMs: 3000, fenceConfigured: false }), 'nothing changes by waiting without a fence');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 9000, peerAgentPort: 'refused' }), { act: false, retry: true, reason: /agent is down/ }, "a crashed agent's port refuses: its living QEMU is left alone");
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 9000, peerAgentPort: 'silent' }), { act: false, retry: true }, 'agent ports unanswered: nothing proves a freeze');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 9000, unresponsivePeerMs: 0 }), { act: false, retry: true }, '0 turns it off');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: undefined }), { act: false, retry: true }, 'a peer never heard is not frozen');
+  t.match(decideTakeover({ ...frozen, peerSilentForMs: 9000, failoverEnabled: false }), { act: false, reason: /disabled/ });
+});
