@@ -23,7 +23,7 @@ import { parseReadySecondary, type ReadySecondaryBody } from './colo/ready-secon
 import { isResumeDecision, ResumeExecutor, runSecondaryPrepare, type ResumeOutcome } from './colo/resume-executor.js';
 import type { ResyncProgress } from './colo/resume-runner.js';
 import type { ResumeSequenceName } from './colo/resume-sequences.js';
-import { currentTopology, ownNbdEndpoint, peerQemuEndpoint, resumeTargets, type PairRole, type Topology } from './core/topology.js';
+import { currentRole, currentTopology, ownNbdEndpoint, peerQemuEndpoint, resumeTargets, type PairRole, type Topology } from './core/topology.js';
 import { clearResumeRequest, resumeRequested } from './commands/resume.js';
 import { Backoff } from './util/backoff.js';
 import { Journal } from './colo/journal.js';
@@ -260,8 +260,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private current: AgentState = 'starting';
   /** The host this node is (node.role): fixed for the pair's life; roles move, hosts do not. */
   private readonly installedAs: PairRole;
-  /** The journal's role (after a failover or a rejoin), else node.role: one fact of topology(). */
-  private role: PairRole;
+  /** The role the journal recorded (the last failover's, or a rejoin's): one fact of topology(). */
+  private recordedRole: PairRole | undefined;
   private journal: Journal | undefined;
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -335,7 +335,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.clock = deps.clock ?? systemClock;
     if (cfg.node.role === 'witness') throw new Error('an Agent runs beside a QEMU: node.role must be primary or secondary');
     this.installedAs = cfg.node.role;
-    this.role = cfg.node.role;
     const hb = cfg.heartbeat;
 
     this.qmp = new QmpClient({
@@ -405,7 +404,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   private topology(): Topology {
     return currentTopology(
-      { installedAs: this.installedAs, coloMode: this.colo.status.mode, stale: this.epochs?.stale ?? false, recordedRole: this.role },
+      { installedAs: this.installedAs, coloMode: this.colo.status.mode, stale: this.epochs?.stale ?? false, recordedRole: this.recordedRole },
       this.cfg.colo,
     );
   }
@@ -425,9 +424,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     const journal = await Journal.open(this.cfg.node.stateDir, { logger: this.deps.logger });
     this.journal = journal;
     const recorded = journal.role();
-    if (recorded && recorded.role !== this.role) {
-      this.log.warn({ configured: this.role, recorded: recorded.role, since: recorded.since, reason: recorded.reason }, 'role from the journal overrides node.role');
-      this.role = recorded.role;
+    this.recordedRole = recorded?.role;
+    if (recorded && recorded.role !== this.installedAs) {
+      this.log.warn({ configured: this.installedAs, recorded: recorded.role, since: recorded.since, reason: recorded.reason }, 'role from the journal overrides node.role');
     }
     this.watchMaintenance();
     const epochs = await EpochStore.open(this.cfg.node.stateDir, { logger: this.deps.logger });
@@ -937,7 +936,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     const e = this.epochs!;
     if (this.current === 'stale' || this.current === 'stopping' || this.current === 'stopped') return;
     this.clock.clearTimeout(this.reprobeTimer);
-    this.log.error(
+    // Routine after every takeover by the peer (this node comes back as its secondary): a warning,
+    // not an error. The error, and the guest-stop metric, are for a guest that was really running.
+    this.log.warn(
       { epoch: e.epoch, newestSeen: e.newestSeen, from },
       'stale epoch: another node was granted the guest; staying passive (no failover, no resume as primary)',
     );
@@ -945,7 +946,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     // The guest is the other node's now: its time unprotected is counted there, not here.
     this.unprotectedSince = undefined;
     // Our guest running as primary beside the holder of the newer epoch is the split brain itself.
-    if (this.colo.status.mode === 'primary' || (this.colo.status.mode === 'none' && this.role === 'primary')) void this.stopGuest('stale');
+    // (Asked as if not stale: the role our QEMU had before the newer epoch was seen.)
+    const before = currentRole({ installedAs: this.installedAs, coloMode: this.colo.status.mode, stale: false, recordedRole: this.recordedRole });
+    const mode = this.colo.status.mode;
+    if (mode === 'primary' || (mode === 'none' && before.role === 'primary')) void this.stopGuest('stale');
     this.maybeLaunch('our epoch is stale: this host comes back as the new secondary');
   }
 
@@ -959,7 +963,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           : this.deciding
             ? 'a takeover decision is in progress'
             : undefined;
-    return { role: this.role, stale: this.epochs?.stale ?? false, ...(busy !== undefined && { busy }) };
+    return { role: this.topology().self.role, stale: this.epochs?.stale ?? false, ...(busy !== undefined && { busy }) };
   }
 
   /** At start: adopt the QEMU an earlier run launched, else launch one if this node is to be secondary. */
@@ -1001,6 +1005,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.guestStoppedBy) return;
     this.guestStoppedBy = reason;
     try {
+      if (reason === 'stale') {
+        // A stale node's QEMU is often a fresh secondary (inmigrate) or already paused: no guest to stop.
+        const st = await this.qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs });
+        if (st.status !== 'running') {
+          this.guestStoppedBy = undefined;
+          this.log.info({ status: st.status }, 'stale epoch: our QEMU runs no guest, nothing to pause');
+          return;
+        }
+      }
       await this.qmp.execute('stop', undefined, { timeoutMs: this.cfg.failover.stepTimeoutMs });
       this.log.error({ reason }, reason === 'lease' ? 'guest STOPPED: cut off from the peer and the arbiter, and our lease ran out' : 'guest STOPPED: our epoch is stale');
       this.emit('guest-stop', { reason, ok: true });
@@ -1128,7 +1141,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('failover', outcome);
       const steps = r.steps.map((s) => ({ step: s.name, outcome: s.outcome, ms: Number(s.durationMs.toFixed(3)) }));
       if (outcome.ok) {
-        this.role = 'primary';
+        this.recordedRole = 'primary'; // the journal recorded it with the finished decision
         // Paused while we waited for the grant: ours to run now.
         if (this.guestStoppedBy === 'lease') await this.resumeGuest(`${r.sequence} done under a new epoch`);
         this.unprotectedSince = this.clock.now();
@@ -1278,9 +1291,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.log.error({ err: r.error }, 'preparing our fresh secondary failed; trying again');
         return;
       }
-      if (this.role !== 'secondary') {
+      if (this.recordedRole !== 'secondary') {
         await this.journal!.setRole('secondary', 'rejoined as a fresh secondary');
-        this.role = 'secondary';
+        this.recordedRole = 'secondary';
       }
       this.guestStoppedBy = undefined;
       this.unprotectedSince = undefined;

@@ -11,7 +11,8 @@ import { shortTempDir } from '../helpers/short-temp-dir.js';
 t.test('human summary and --json from a running agent; a clear error when none answers', async (t) => {
   const dir = shortTempDir(t, 'st-');
   const metricsPort = await freePort();
-  const sets = await loneAgentSets(dir, join(dir, 'state'), metricsPort);
+  // A long startup grace: the CLI calls below must see waiting-for-peer however slow the machine is.
+  const sets = [...(await loneAgentSets(dir, join(dir, 'state'), metricsPort)), 'heartbeat.startupGraceMs=120000'];
   await startAgent({ name: 'primary', config: EXAMPLE_CONFIGS.primary, sets, t });
   const cliSets = sets.flatMap((s) => ['--set', s]);
 
@@ -20,6 +21,7 @@ t.test('human summary and --json from a running agent; a clear error when none a
   t.match(human.stdout, /^node colo-a {2}role primary {2}state waiting-for-peer/m);
   t.match(human.stdout, /^qemu \w+ {2}COLO mode unknown/m);
   t.match(human.stdout, /^epoch 0 {2}arbiter none$/m);
+  t.match(human.stdout, /^hosts: primary 127\.0\.0\.1 \(this node\), secondary 127\.0\.0\.2 \(the peer\); from installed$/m, 'a fresh node: its installed role');
 
   const json = await runCli(['status', '--config', EXAMPLE_CONFIGS.primary, ...cliSets, '--json']);
   t.equal(json.code, 0, json.stderr);
