@@ -85,6 +85,13 @@ export interface StartColoPairOptions {
   commandTimeoutMs?: number;
   /** Told about each QEMU's pid (e.g. a reaper, so they die with the caller). */
   lifecycle?: QemuLifecycleHooks;
+  /**
+   * Per side, a command QEMU runs under (startQemu's `wrap`), keyed by the host's role at bring-up:
+   * e.g. `ip netns exec NS` when each host is a network namespace (give colo.primaryHost and
+   * secondaryHost the hosts' own addresses then). QMP stays on unix sockets, reachable from here.
+   * Default: none (both QEMUs in this process's namespace, as on loopback).
+   */
+  wrap?: Partial<Record<ColoRole, readonly string[]>>;
 }
 
 export interface ColoSide {
@@ -143,6 +150,8 @@ export interface ColoLaunchSettings {
   readonly workDir: string;
   readonly commandTimeoutMs: number;
   readonly lifecycle: QemuLifecycleHooks | undefined;
+  /** The per-host wrap commands, keyed by the host's role at bring-up. */
+  readonly wrap: Partial<Record<ColoRole, readonly string[]>>;
 }
 
 export interface ColoPair {
@@ -351,6 +360,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
         readyTimeoutMs: remainingMs(),
         extraArgs: primaryArgs(cmd, pImages),
         lifecycle: opts.lifecycle,
+        ...(opts.wrap?.primary && { wrap: opts.wrap.primary }),
       }),
     );
     own.qemus.push(primaryQ);
@@ -375,6 +385,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
         readyTimeoutMs: remainingMs(),
         extraArgs: secondaryArgs(cmd, sImages, version),
         lifecycle: opts.lifecycle,
+        ...(opts.wrap?.secondary && { wrap: opts.wrap.secondary }),
       }),
     );
     own.qemus.push(secondaryQ);
@@ -431,7 +442,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
       routes,
       version,
       timings: { primaryStartMs, secondaryStartMs, enterColoMs, totalMs: performance.now() - t0 },
-      launch: { binary: opts.binary, qemuImg, diskSizeMb: sizeMb, memoryMb, qmpSockets, listenAll, workDir: parent, commandTimeoutMs, lifecycle: opts.lifecycle },
+      launch: { binary: opts.binary, qemuImg, diskSizeMb: sizeMb, memoryMb, qmpSockets, listenAll, workDir: parent, commandTimeoutMs, lifecycle: opts.lifecycle, wrap: { ...opts.wrap } },
       side: (role) => (role === 'primary' ? primary : secondary),
       diagnostics,
       stop: stopAll,
@@ -501,6 +512,8 @@ export interface StartFreshSecondaryOptions {
   timeoutMs?: number;
   /** Default: the pair's lifecycle hooks. */
   lifecycle?: QemuLifecycleHooks;
+  /** The command QEMU runs under (startQemu's `wrap`). Default: the pair's wrap for that host. */
+  wrap?: readonly string[];
 }
 
 /** A replacement secondary: waiting for -incoming, NBD export not yet started (that is secondaryPrepare's job). */
@@ -619,6 +632,7 @@ export async function startFreshSecondary(opts: StartFreshSecondaryOptions): Pro
       readyTimeoutMs: opts.timeoutMs ?? 30_000,
       extraArgs: secondaryArgs({ colo, names: pair.names, listenAll: l.listenAll, dial }, images, pair.version),
       lifecycle: opts.lifecycle ?? l.lifecycle,
+      ...((opts.wrap ?? l.wrap[opts.host]) && { wrap: opts.wrap ?? l.wrap[opts.host] }),
     });
     own.qemus.push(q);
     client = new QmpClient({ address: q.qmpAddresses[1] as string, reconnect: false, commandTimeoutMs: l.commandTimeoutMs });

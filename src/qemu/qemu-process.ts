@@ -86,6 +86,12 @@ export interface StartQemuOptions {
   /** stop(): time between SIGTERM and SIGKILL. Default 3000. */
   stopGraceMs?: number;
   lifecycle?: QemuLifecycleHooks;
+  /**
+   * A command that runs QEMU, e.g. `['ip', 'netns', 'exec', NS]` for a host in a network namespace:
+   * the spawned argv is wrap + [binary, ...args]. It must exec QEMU (not fork it), so that the pid
+   * is QEMU's own. Default: none (QEMU spawned directly).
+   */
+  wrap?: readonly string[];
 }
 
 export interface QemuExit {
@@ -168,7 +174,8 @@ export async function startQemu(opts: StartQemuOptions = {}): Promise<RunningQem
     ...(opts.extraArgs ?? []),
   ];
 
-  const child = spawn(avail.binary, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
+  const [file, ...argv] = [...(opts.wrap ?? []), avail.binary, ...args];
+  const child = spawn(file!, argv, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
   let stderrText = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d: string) => {

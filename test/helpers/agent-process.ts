@@ -246,6 +246,11 @@ export interface StartAgentOptions {
   readyTimeoutMs?: number;
   /** The record that says the process is ready. Default: "heartbeat links started" (an agent; a witness logs "witness listening"). */
   ready?: LogPredicate;
+  /**
+   * A command the agent runs under, e.g. `['ip', 'netns', 'exec', NS]` for a host that is a network
+   * namespace (test/lab/): it must exec the agent, so that `pid` is the agent's own. Default: none.
+   */
+  wrap?: readonly string[];
 }
 
 export class AgentProcess {
@@ -259,12 +264,13 @@ export class AgentProcess {
   private status: AgentExit | undefined;
   private stopping: Promise<AgentExit> | undefined;
 
-  private constructor(name: string, args: string[]) {
+  private constructor(name: string, args: string[], wrap: readonly string[] = []) {
     this.name = name;
     this.args = args;
     // COLO_AGENT_* variables would override the test's config: keep them out.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COLO_AGENT_')));
-    this.child = spawn(process.execPath, ['--import', EXIT_WITH_PARENT, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const [file, ...argv] = [...wrap, process.execPath, '--import', EXIT_WITH_PARENT, ...args];
+    this.child = spawn(file!, argv, { stdio: ['pipe', 'pipe', 'pipe'], env });
     trackChild(this.child);
     this.child.stdin?.on('error', () => {}); // EPIPE once the agent is gone
     for (const stream of ['stdout', 'stderr'] as const) {
@@ -289,7 +295,7 @@ export class AgentProcess {
   /** Spawn an agent and wait until it has bound its listener and started dialling. */
   static async start(opts: StartAgentOptions): Promise<AgentProcess> {
     const args = [cliPath(), 'run', '--config', opts.config, ...opts.sets.flatMap((s) => ['--set', s])];
-    const agent = new AgentProcess(opts.name, args);
+    const agent = new AgentProcess(opts.name, args, opts.wrap);
     opts.t?.teardown(() => agent.stop());
     try {
       await agent.waitForLog(opts.ready ?? logMsg('heartbeat links started'), opts.readyTimeoutMs ?? 15_000);

@@ -30,7 +30,7 @@
  */
 import net from 'node:net';
 import { ColoAgentError } from '../../src/errors.js';
-import type { QmpEvent } from '../../src/qmp/index.js';
+import type { QmpClient, QmpEvent } from '../../src/qmp/index.js';
 import { FaultProxy } from './fault-proxy.js';
 import { AGENT_HOSTS, sleep, type LogPredicate } from './agent-process.js';
 import {
@@ -181,13 +181,21 @@ interface SideTrack {
  */
 const POLL_MS = 10;
 
+/**
+ * What the watch follows: a QMP client per role key. A ColoPair, or any two QEMUs (e.g. after a
+ * failback with the roles swapped, the new primary and the fresh secondary of the lab's hosts).
+ */
+export interface WatchedPair {
+  side(role: ColoRole): { readonly qmp: QmpClient };
+}
+
 export class PrimaryWatch {
   private readonly track: Record<ColoRole, SideTrack>;
   private readonly off: Array<() => void> = [];
   readonly startedAt: number;
 
   private constructor(
-    private readonly pair: ColoPair,
+    private readonly pair: WatchedPair,
     initial: Record<ColoRole, { running: boolean; mode: string }>,
     at: number,
   ) {
@@ -202,7 +210,7 @@ export class PrimaryWatch {
   }
 
   /** Subscribes to both harness QMP clients, then reads the current state. */
-  static async start(pair: ColoPair): Promise<PrimaryWatch> {
+  static async start(pair: WatchedPair): Promise<PrimaryWatch> {
     const buffered: Array<[ColoRole, QmpEvent]> = [];
     let watch: PrimaryWatch | undefined;
     const offs: Array<() => void> = [];
