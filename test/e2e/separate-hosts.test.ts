@@ -114,7 +114,9 @@ async function killAgentOnly(t: Test, lc: LabColo, watch: PrimaryWatch, victim: 
   const before = await describeAgents(lc);
   lc.lab.killProcess(lc.agents[victim]!.pid);
   await lc.agents[victim]!.exited;
-  const started = await survivor.waitForLog(failoverStarting, WATCH_MS, { since }).catch(() => undefined);
+  // The whole window, even after a failover started: its end (two primaries) is what the watch must show.
+  await sleep(WATCH_MS);
+  const started = survivor.find(failoverStarting, since);
   const mode = (await queryColoStatus(survivorQemu).catch((e: Error) => ({ mode: `? (${e.message})` }))).mode;
   const explain = `before: ${before}\nafter: ${await describeAgents(lc)}\n${survivor.name} said:\n${decisions(survivor, since)}\nQEMU events:\n${watch.describe()}`;
   t.comment(`kill -9 of ${victim}'s agent; ${survivor.name} decided:\n${decisions(survivor, since)}`);

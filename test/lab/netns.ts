@@ -51,6 +51,7 @@ import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:chi
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onProcessEnd } from '../helpers/exit-hooks.js';
+import { pidAlive } from '../helpers/partition.js';
 import { findExecutable } from '../helpers/run-command.js';
 import type { Teardownable } from '../helpers/short-temp-dir.js';
 import { cleanupScript, startNetnsReaper, type NetnsReaper } from './netns-reaper.js';
@@ -143,14 +144,6 @@ async function must(argv: readonly string[], input?: string): Promise<string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 // ---- slots (the control subnets) ----
 
