@@ -15,7 +15,7 @@ import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } fro
 import { requestResume } from './commands/resume.js';
 import { pairAddresses } from './core/topology.js';
 import { PLAN_SEQUENCES, planText } from './commands/plan.js';
-import { resolveQemuProfile } from './colo/profile.js';
+import { profileForVersion, resolveQemuProfile, type QemuProfile } from './colo/profile.js';
 import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
 import { runAgent } from './commands/run.js';
@@ -26,6 +26,7 @@ import { ColoAgentError } from './errors.js';
 import { KeyFileError } from './heartbeat/errors.js';
 import { createLogger } from './log.js';
 import { QmpCommandError } from './qmp/index.js';
+import { qemuAvailable } from './qemu/qemu-process.js';
 
 const USAGE = `usage: colo-agent <command> [options]
 
@@ -118,13 +119,19 @@ async function main(argv: string[]): Promise<number> {
       });
       if (!values.sequence) throw new UsageError(`--sequence is required: one of ${PLAN_SEQUENCES.join(', ')}`);
       const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      // plan sends nothing to QEMU, so "auto" means the QEMU installed here (and the header says so).
+      let profile: QemuProfile;
       if (cfg.qemu.profile === 'auto') {
-        throw new UsageError('plan sends nothing to QEMU, so it cannot read its version: give the profile, e.g. --set qemu.profile=7.2');
+        const q = await qemuAvailable();
+        if (!q.ok) throw new UsageError(`qemu.profile is auto and ${q.reason}: give the profile, e.g. --set qemu.profile=7.2`);
+        profile = profileForVersion({ major: q.major, minor: q.minor, micro: q.micro }, 'installed');
+      } else {
+        profile = resolveQemuProfile(cfg.qemu.profile, undefined);
       }
       if (cfg.node.role === 'witness') throw new UsageError('plan prints what an agent beside a QEMU sends: node.role must be primary or secondary');
       // This node's host and the peer's, as the agent uses them (a fresh secondary's NBD export here, a resume's target there).
       const hosts = pairAddresses(cfg.node.role, cfg.colo);
-      out(planText(cfg.colo, resolveQemuProfile(cfg.qemu.profile, undefined), values.sequence, { hosts, netdev: cfg.colo.netdev }));
+      out(planText(cfg.colo, profile, values.sequence, { hosts, netdev: cfg.colo.netdev }));
       return 0;
     }
     case 'failover': {
@@ -234,7 +241,8 @@ function report(e: unknown): number {
     return 1;
   }
   if (e instanceof UsageError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
-    err(`${(e as Error).message}\n\n${USAGE}`);
+    // One line and a hint: the whole help after a typo buries the line that says what was wrong.
+    err(`${(e as Error).message}\n(colo-agent help lists every command and its options)`);
     return 2;
   }
   if (e instanceof KeyFileError) {

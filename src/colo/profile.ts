@@ -22,7 +22,8 @@ export type NbdNodeRemoval = 'drive_del' | 'blockdev-del';
 export interface QemuProfile {
   version: VersionTriple;
   /** Where `version` came from. */
-  source: 'greeting' | 'config';
+  /** Where the version came from: QEMU's QMP greeting, the config, or the installed binary's --version (plan). */
+  source: 'greeting' | 'config' | 'installed';
   /** False when the config string had no micro (taken as 0). */
   microKnown: boolean;
   /** The greeting's version when the config pinned another one (worth a warning), else undefined. */
@@ -123,7 +124,7 @@ function sameVersion(a: VersionTriple, b: VersionTriple, compareMicro: boolean):
 /** e.g. `7.2.22 (from the QMP greeting)` or `10.0 (from config; QEMU reports 10.0.7)`. */
 export function describeProfile(p: QemuProfile): string {
   const v = p.microKnown ? `${p.version.major}.${p.version.minor}.${p.version.micro}` : `${p.version.major}.${p.version.minor}`;
-  const from = p.source === 'greeting' ? 'from the QMP greeting' : 'from config';
+  const from = p.source === 'greeting' ? 'from the QMP greeting' : p.source === 'installed' ? 'of the installed qemu-system-x86_64' : 'from config';
   const r = p.reportedVersion;
   return `${v} (${from}${r ? `; QEMU reports ${r.major}.${r.minor}.${r.micro}` : ''})`;
 }

@@ -4,10 +4,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { KeyFileError } from '../heartbeat/errors.js';
 
 export const KEY_BYTES = 32;
 
 export async function keygen(out: string, force: boolean): Promise<void> {
   // 'wx' refuses to clobber an existing key: overwriting one side's key silently breaks the pair.
-  await writeFile(out, randomBytes(KEY_BYTES), { mode: 0o600, flag: force ? 'w' : 'wx' });
+  try {
+    await writeFile(out, randomBytes(KEY_BYTES), { mode: 0o600, flag: force ? 'w' : 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    throw new KeyFileError('ERR_HB_KEY_EXISTS', `${out} exists: kept (both agents of a pair need the same key); --force writes a new one`, { cause: err });
+  }
 }

@@ -125,7 +125,8 @@ export type KeyFileErrorCode =
   | 'ERR_HB_KEY_UNREADABLE'
   | 'ERR_HB_KEY_SHORT'
   | 'ERR_HB_KEY_WEAK'
-  | 'ERR_HB_KEY_EXPOSED';
+  | 'ERR_HB_KEY_EXPOSED'
+  | 'ERR_HB_KEY_EXISTS';
 
 export class KeyFileError extends ColoAgentError {
   declare readonly code: KeyFileErrorCode;
