@@ -168,7 +168,8 @@ async function main(argv: string[]): Promise<number> {
       const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
       const dir = cfg.node.stateDir;
       if (action === 'on') {
-        out(formatMaintenance(await maintenanceOn(dir, values.reason ?? '')));
+        const { info, was } = await maintenanceOn(dir, values.reason ?? '');
+        out(`${was ? 'maintenance was already on; ' : ''}${formatMaintenance(info)}`);
       } else if (action === 'off') {
         const was = await maintenanceOff(dir);
         out(was ? formatMaintenance(undefined) : 'maintenance was already off');

@@ -7,11 +7,11 @@
  * running agent watches the file; while it exists no automatic takeover STARTS (a manual
  * `requestFailover` still works, and a sequence already running finishes).
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ColoAgentError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 export const MAINTENANCE_FILE_NAME = 'maintenance';
 
@@ -42,19 +42,18 @@ async function requireDir(stateDir: string): Promise<void> {
   throw new MaintenanceStateDirError(stateDir);
 }
 
-/** Turns maintenance on (or replaces the reason). Atomic: temp file + rename, so the agent never reads half a file. */
-export async function maintenanceOn(stateDir: string, reason: string): Promise<MaintenanceInfo> {
+/**
+ * Turns maintenance on. Already on (two operators, two jobs): it stays on since the first time, and
+ * the new reason is added to the old one, never replacing it. Atomic and durable
+ * (util/atomic-file), so the agent never reads half a file. `was` is the record before, if any.
+ */
+export async function maintenanceOn(stateDir: string, reason: string): Promise<{ info: MaintenanceInfo; was?: MaintenanceInfo }> {
   await requireDir(stateDir);
-  const info: MaintenanceInfo = { reason, since: new Date().toISOString(), by: process.pid };
-  const tmp = join(stateDir, `.${MAINTENANCE_FILE_NAME}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    await writeFile(tmp, `${JSON.stringify(info)}\n`, { mode: 0o644 });
-    await rename(tmp, maintenancePath(stateDir));
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return info;
+  const was = readMaintenance(stateDir);
+  const reasons = [was?.reason ?? '', reason].filter((r, i, all) => r !== '' && all.indexOf(r) === i);
+  const info: MaintenanceInfo = { reason: reasons.join('; '), since: was?.since || new Date().toISOString(), by: process.pid };
+  await writeFileAtomic(stateDir, MAINTENANCE_FILE_NAME, `${JSON.stringify(info)}\n`, { mode: 0o644 });
+  return { info, ...(was && { was }) };
 }
 
 /** Turns maintenance off; returns whether it was on. */

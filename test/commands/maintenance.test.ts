@@ -33,6 +33,15 @@ if (requireBuiltCli(t)) {
     t.same(readdirSync(stateDir), ['maintenance'], 'no temp file left behind (atomic write)');
     t.same(readMaintenance(stateDir), info);
 
+    // A second `on` (another job, another operator) keeps the first: same since, both reasons.
+    const on2 = await runCli(['maintenance', 'on', ...args(stateDir), '--reason', 'disk swap on host a']);
+    t.equal(on2.code, 0, on2.stderr);
+    t.match(on2.stdout, /^maintenance was already on; maintenance ON since .*\(kernel upgrade on host b; disk swap on host a\)/);
+    const info2 = JSON.parse(readFileSync(path, 'utf8')) as { reason: string; since: string };
+    t.equal(info2.since, info.since, 'on since the first time');
+    t.equal(info2.reason, 'kernel upgrade on host b; disk swap on host a', 'the first reason is kept');
+    t.same(readdirSync(stateDir), ['maintenance'], 'no temp file left behind');
+
     const st = await runCli(['maintenance', 'status', ...args(stateDir)]);
     t.equal(st.code, 0, st.stderr);
     t.match(st.stdout, /maintenance ON .*kernel upgrade on host b/);
