@@ -906,7 +906,24 @@ export class Agent extends EventEmitter<AgentEvents> {
       const pending = this.pendingTrigger;
       this.pendingTrigger = undefined;
       if (pending && !acted) void this.considerTakeover(pending);
+      else if (!acted) this.catchUpPeerState();
     }
+  }
+
+  /**
+   * onPeerState() leaves the state alone while a decision is in progress, and the decision, when it
+   * did not act, set the state from what it saw when it began (peer-agent-lost for a peer that was
+   * down). A change of the detector's verdict in between (the peer came back while the probe ran)
+   * would stay hidden until the next change: take it now, as onPeerState would have.
+   */
+  private catchUpPeerState(): void {
+    if (this.deciding || !WATCHING.has(this.current) || this.current === 'arbitrating') return;
+    if (this.current === 'peer-agent-lost' && this.peer.state === 'down') return;
+    const want = PEER_TO_AGENT[this.peer.state];
+    if (want === this.current) return;
+    const planned = this.peer.state !== 'up' && this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession;
+    this.setState(want, planned ? 'peer stopped (planned: it said goodbye)' : `peer ${this.peer.state} (its detector changed while a decision was in progress)`);
+    if (want === 'peer-down' && !planned) void this.considerTakeover('peer-down');
   }
 
   /** Probe again after reprobeIntervalMs, or sooner when the rule says when its answer changes. */
