@@ -27,6 +27,9 @@ import { QmpClient, type QmpEvent, type QmpStatusChange } from '../../src/qmp/in
 import type { HostName, QemuTimeline } from './verdict.js';
 
 export const POLL_MS = 50;
+/** The mode poll after a COLO_EXIT(error), for up to FAST_POLL_FOR_MS. */
+const FAST_POLL_MS = 10;
+const FAST_POLL_FOR_MS = 10_000;
 
 export interface QemuNow {
   id: string;
@@ -57,6 +60,7 @@ class WatchedQemu {
   private lastAskedAt: number | undefined;
   private inFlight = false;
   private timer: NodeJS.Timeout | undefined;
+  private fastTimer: NodeJS.Timeout | undefined;
   private readonly offs: Array<() => void> = [];
 
   constructor(
@@ -94,6 +98,7 @@ class WatchedQemu {
   }
 
   stop(): void {
+    this.stopFast();
     clearInterval(this.timer);
     this.timer = undefined;
     for (const f of this.offs.splice(0)) f();
@@ -128,6 +133,7 @@ class WatchedQemu {
       this.everRunning = true;
     } else if (e.event === 'COLO_EXIT') {
       if (e.data.reason === 'request') this.mode = 'none';
+      else this.pollModeFast();
     } else return;
     this.set(at, this.runningPrimaryNow(), `${e.event}${e.event === 'COLO_EXIT' ? ` ${JSON.stringify(e.data)}` : ''}`);
   }
@@ -144,8 +150,45 @@ class WatchedQemu {
       this.set(Date.now(), false, `QMP ${s.to}: the process is gone (${s.reason})`);
       clearInterval(this.timer);
       this.timer = undefined;
+      this.stopFast();
       if (this.ownsClient) void this.client.close();
     }
+  }
+
+  /**
+   * After COLO_EXIT(error) a secondary stays in mode secondary until a failover command ends it,
+   * with no event of its own: ask for the mode every FAST_POLL_MS meanwhile, so that the change's
+   * stamp (the last send that still saw `secondary`) is that tight.
+   */
+  private pollModeFast(): void {
+    if (this.fastTimer || this.mode !== 'secondary') return;
+    let inFlight = false;
+    const until = Date.now() + FAST_POLL_FOR_MS;
+    this.fastTimer = setInterval(() => {
+      if (inFlight) return;
+      if (!this.alive || this.mode !== 'secondary' || Date.now() > until) return this.stopFast();
+      inFlight = true;
+      const askedAt = Date.now();
+      const prevAskedAt = this.lastAskedAt ?? askedAt;
+      this.client
+        .execute<{ mode: string }>('query-colo-status', undefined, { timeoutMs: 60_000 })
+        .then((colo) => {
+          if (!this.alive || this.mode !== 'secondary') return;
+          this.lastAskedAt = Math.max(this.lastAskedAt ?? 0, askedAt);
+          if (colo.mode === 'secondary') return;
+          this.mode = colo.mode;
+          this.stopFast();
+          const rp = this.runningPrimaryNow();
+          if (rp !== this.rp) this.set(rp ? prevAskedAt : Date.now(), rp, `polled mode ${colo.mode} (fast, after COLO_EXIT)`);
+        })
+        .catch(() => undefined)
+        .finally(() => (inFlight = false));
+    }, FAST_POLL_MS);
+  }
+
+  private stopFast(): void {
+    clearInterval(this.fastTimer);
+    this.fastTimer = undefined;
   }
 
   private poll(): void {
@@ -160,7 +203,7 @@ class WatchedQemu {
       .then(([st, colo]) => {
         if (!this.alive) return;
         const repliedAt = Date.now();
-        this.lastAskedAt = askedAt;
+        this.lastAskedAt = Math.max(this.lastAskedAt ?? 0, askedAt);
         this.running = st.running;
         this.status = st.status;
         this.mode = colo.mode;
