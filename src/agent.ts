@@ -768,8 +768,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private onQemuEvent(e: QmpEvent): void {
+    // Logged once, by the COLO monitor (component colo-monitor, with mode and reason).
     if (e.event !== 'COLO_EXIT') return;
-    this.log.warn({ data: e.data }, 'COLO_EXIT');
     if (e.data.reason === 'error') {
       this.quickRetries = 0;
       void this.considerTakeover('colo-exit-error');

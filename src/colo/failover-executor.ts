@@ -91,7 +91,8 @@ export class FailoverExecutor {
       stepTimeoutMs: this.opts.stepTimeoutMs,
       alreadyDone: decision.completedSteps,
       clock: this.clock,
-      logger: this.log,
+      // The root logger: the runner's child names its own component (a child of ours would carry `component` twice).
+      ...(this.opts.logger && { logger: this.opts.logger }),
       ...(this.opts.cachedBlockGraph && { cachedBlockGraph: this.opts.cachedBlockGraph }),
       onStep: async (rec) => {
         if (rec.outcome === 'done' || rec.outcome === 'already-done') await journal.stepDone(rec.name);

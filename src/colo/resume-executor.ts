@@ -271,7 +271,8 @@ export class ResumeExecutor {
       events,
       continueOnFailure,
       clock: this.clock,
-      logger: this.log,
+      // The root logger: the runner's child names its own component (a child of ours would carry `component` twice).
+      ...(this.opts.logger && { logger: this.opts.logger }),
       ...(this.opts.onProgress && { onProgress: this.opts.onProgress }),
       onStep: async (rec) => {
         out.steps.push(rec);

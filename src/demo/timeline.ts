@@ -106,7 +106,7 @@ export function observerEvents(side: DemoSide, records: readonly LogRecord[], t0
     const peerDetector = r.component === 'failure-detector' && r.detector === 'peer';
     if (peerDetector && r.to === 'suspect') add('suspect', r, `peer late (${str(r.reason)})`);
     else if (peerDetector && r.to === 'down') add('detected', r, `peer down: heartbeats missed (${str(r.reason)})`);
-    else if (r.component === 'agent' && r.msg === 'COLO_EXIT' && (r.data as { reason?: string } | undefined)?.reason === 'error') {
+    else if (r.component === 'colo-monitor' && r.msg === 'COLO_EXIT' && r.reason === 'error') {
       add('detected', r, 'its QEMU left COLO with reason error: the replication stream from the peer broke');
     } else if (r.msg === "peer's agent reports its QEMU gone") add('detected', r, "the peer's agent reports its QEMU gone");
     else if (r.msg === 'probed the peer QEMU') add('probe', r, `peer QEMU ${str(r.host)}:${str(r.port)} ${str(r.verdict)} (${str(r.detail)})`);

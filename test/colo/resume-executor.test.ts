@@ -8,6 +8,7 @@ import t, { type Test } from 'tap';
 import { Journal } from '../../src/colo/journal.js';
 import { isResumeDecision, ResumeExecutor, resumePreflight, runSecondaryPrepare, type ResumeExecutorOptions } from '../../src/colo/resume-executor.js';
 import type { ResyncProgress, ResumeStepRecord } from '../../src/colo/resume-runner.js';
+import { createLogger } from '../../src/log.js';
 import { QmpClient } from '../../src/qmp/client.js';
 import { FakeQmpServer, type FakeQmpConnection } from '../helpers/fake-qmp-server.js';
 import { shortTempDir } from '../helpers/short-temp-dir.js';
@@ -194,4 +195,16 @@ t.test('runSecondaryPrepare: idempotent on the new secondary', async (t) => {
   t.same(conn.commands.map((c) => c.execute), ['nbd-server-start', 'nbd-server-add', 'migrate-set-capabilities', 'nbd-server-start', 'nbd-server-add']);
   const bad = await runSecondaryPrepare({ qmp, colo: {}, profile: 'seven', ownHost: '127.0.0.2', stepTimeoutMs: 1000 });
   t.match(bad, { ok: false, error: { code: 'COLO_STEP_ERROR' } });
+});
+
+t.test('every log line names its component once (pino keeps duplicate keys: a child of a child named twice)', async (t) => {
+  const sim = new SimQemu();
+  const lines: string[] = [];
+  const logger = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
+  const { exec } = await setup(t, sim, { logger });
+  const out = await exec.run({ sequence: 'primary-resume', reason: 'test', peerHost: '127.0.0.2' });
+  t.equal(out.ok, true, out.error?.message ?? 'ok');
+  t.ok(lines.length > 5, `${lines.length} lines`);
+  for (const l of lines) t.equal(l.match(/"component":/g)?.length ?? 0, 1, l.slice(0, 160));
+  t.ok(lines.some((l) => l.includes('"component":"colo-resume"')), "the runner's step lines");
 });

@@ -27,7 +27,6 @@ function rec(ms: number, fields: Record<string, unknown>): LogRecord {
 const secondaryRecords: LogRecord[] = [
   rec(-50, { component: 'agent', msg: 'link RTT' }), // before the fault: ignored
   rec(3, { component: 'colo-monitor', msg: 'COLO_EXIT', mode: 'secondary', reason: 'error' }),
-  rec(4, { component: 'agent', msg: 'COLO_EXIT', data: { mode: 'secondary', reason: 'error' } }),
   rec(6, { component: 'agent', msg: 'probed the peer QEMU', host: '127.0.0.1', port: 9003, verdict: 'refused', detail: 'ECONNREFUSED' }),
   rec(9, { component: 'failover', msg: 'failover starting', sequence: 'secondary-failover', reason: 'colo-exit-error: the peer is gone' }),
   rec(120, { component: 'failure-detector', detector: 'peer', from: 'up', to: 'suspect', reason: 'suspect-timeout', msg: 'peer up -> suspect' }),
@@ -40,13 +39,13 @@ t.test('observerEvents: the first record of each kind at or after T0, labelled',
   t.same(
     events.map((e) => [e.label, e.at - T0]),
     [
-      ['detected', 4],
+      ['detected', 3],
       ['probe', 6],
       ['started', 9],
       ['done', 45],
       ['suspect', 120],
     ],
-    'COLO_EXIT (the agent\'s record) is the detection; the later peer-down is not a second one',
+    "COLO_EXIT (the monitor's record, the only one) is the detection; the later peer-down is not a second one",
   );
   t.ok(events.every((e) => e.side === 'secondary'));
   t.match(events.find((e) => e.label === 'probe')?.detail, /127\.0\.0\.1:9003 refused \(ECONNREFUSED\)/);
@@ -113,7 +112,7 @@ t.test('formatDrillReport: timeline lines in order, end states, outage, verdict'
   const lines = formatDrillReport(killPrimaryReport([gone('primary'), solo('secondary')]));
   t.equal(lines[0], "drill kill-primary: timeline (ms after the fault; agents' log times)");
   t.equal(lines[1], '  +    0 ms  injected  SIGKILL ...');
-  t.equal(lines[2], '  +    4 ms  detected  secondary: its QEMU left COLO with reason error: the replication stream from the peer broke');
+  t.equal(lines[2], '  +    3 ms  detected  secondary: its QEMU left COLO with reason error: the replication stream from the peer broke');
   const labels = lines.flatMap((l) => /^\s+\+\s*\d+ ms\s+(\S+)/.exec(l)?.[1] ?? []);
   t.same(labels, ['injected', 'detected', 'probe', 'started', 'done', 'suspect']);
   t.ok(lines.includes('  end state primary: QEMU gone'));
