@@ -15,15 +15,24 @@
  * QMP is unix sockets (files): this process talks to every QEMU, wherever it runs.
  *
  * Agents log at info; `transcript()` gives what each said, for a failure message.
+ *
+ * Two ways in: startLabColoOrSkip() brings the pair up into COLO and leaves the agents to the
+ * caller; prepareLabColoOrSkip() gives the same harness BEFORE the pair exists (its `colo`
+ * section known ahead, the agents startable), and its startPair() brings the pair up then, for
+ * agents that must see the migration into COLO. startPairAgents() starts both agents on a pair
+ * that is up and waits until each sees its peer and its QEMU's COLO mode; restartAgent(h)
+ * starts h's agent again as it was last started.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keygen } from '../../src/commands/keygen.js';
-import { DOCUMENTED_COLO } from '../../src/qemu/colo-cmdline.js';
+import { JOURNAL_FILE_NAME } from '../../src/colo/journal.js';
+import type { ColoConfig } from '../../src/config/types.js';
+import { DOCUMENTED_COLO, resolveColoConfig, type ColoOverrides, type ColoPorts } from '../../src/qemu/colo-cmdline.js';
 import { EXAMPLE_CONFIGS, logMsg, startAgent, type AgentProcess, type StartAgentOptions } from '../helpers/agent-process.js';
-import { coloSets, FAST_HEARTBEAT, WITNESS_CONFIG, type AgentStatusJson } from '../helpers/colo-agents.js';
-import { startColoPair, type ColoPair, type SkippableTest } from '../helpers/colo-pair.js';
+import { coloSets, FAST_HEARTBEAT, waitColoReady, WITNESS_CONFIG, type AgentStatusJson } from '../helpers/colo-agents.js';
+import { startColoPair, type ColoPair, type ColoRole, type SkippableTest } from '../helpers/colo-pair.js';
 import { httpRequest } from '../helpers/http.js';
 import { startLabOrSkip, type Lab } from './netns.js';
 
@@ -34,6 +43,8 @@ export const peerOf = (h: PairHost): PairHost => (h === 'a' ? 'b' : 'a');
 export const HEARTBEAT_PORT = 7410;
 export const METRICS_PORT = 9464;
 export const LAB_LEASE_MS = 500;
+/** How long an agent (or the witness) may take to start: a bound for a loaded 2-core machine, not a target. */
+export const AGENT_START_TIMEOUT_MS = 60_000;
 
 export type LabArbiter = 'witness' | 'none';
 
@@ -43,11 +54,13 @@ export interface LabColoOptions {
   diskSizeMb?: number;
   /** More `key=value` overrides for both agents. */
   sets?: string[];
+  /** More of the pair's `colo` settings (e.g. checkpointDelayMs); the hosts and ports are always the lab's. */
+  colo?: Omit<ColoOverrides, 'primaryHost' | 'secondaryHost' | keyof ColoPorts>;
 }
 
-export interface LabColo {
+/** Everything of a LabColo but the pair (see prepareLabColoOrSkip). */
+export interface LabColoHarness {
   readonly lab: Lab;
-  readonly pair: ColoPair;
   readonly arbiter: LabArbiter;
   /** Temp dir: the key, every state dir. */
   readonly dir: string;
@@ -63,19 +76,43 @@ export interface LabColo {
   status(host: PairHost, timeoutMs?: number): Promise<AgentStatusJson>;
   /** Every line each agent (and the witness) wrote, every process of it so far, for failure messages. */
   transcript(lines?: number): string;
+  /** The agent's failover journal in its state dir. */
+  journalPath(host: PairHost): string;
+  /** HOST:PORT of `host`'s agent's /metrics and /status, on the control link (reachable from this process). */
+  metricsAddress(host: PairHost): string;
+  /** SIGKILL `host`'s agent (if it runs; SIGCONT too, in case it is stopped), then start it again as last started. */
+  restartAgent(host: PairHost): Promise<AgentProcess>;
+}
+
+export interface LabColo extends LabColoHarness {
+  readonly pair: ColoPair;
+}
+
+/** The harness before the pair: agents can be started on `colo` (their QMP not there yet). */
+export interface LabColoAhead extends LabColoHarness {
+  /** The `colo` section the pair will run, as predicted before it exists (startPair() brings up exactly this; the agents get the pair's own once it is up). */
+  readonly colo: ColoConfig;
+  /** Bring the pair up into COLO (a primary, b secondary); undefined after marking the test skipped when this QEMU cannot do COLO. */
+  startPair(): Promise<LabColo | undefined>;
 }
 
 /** The agent installed on each host: a as primary, b as secondary. */
 const INSTALLED: Record<PairHost, 'primary' | 'secondary'> = { a: 'primary', b: 'secondary' };
+/** Where each role's QEMU runs at bring-up (the inverse of INSTALLED). */
+export const BRING_UP_HOST: Readonly<Record<ColoRole, PairHost>> = { primary: 'a', secondary: 'b' };
 
-/** The lab, the pair up in COLO (a primary, b secondary) and the witness when asked; or undefined after a skip. Agents are started by the caller. */
-export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions): Promise<LabColo | undefined> {
-  const lab = await startLabOrSkip(t);
-  if (!lab) return undefined;
+/** The pair's `colo` overrides on this lab: the hosts' replication addresses, the documented ports, then opts.colo. */
+function labColoOverrides(lab: Lab, opts: LabColoOptions): { overrides: ColoOverrides; ports: ColoPorts } {
   const { mirrorPort, compare1Port, compare0Port, compareOutPort, nbdPort, migrationPort } = DOCUMENTED_COLO;
+  const ports: ColoPorts = { mirrorPort, compare1Port, compare0Port, compareOutPort, nbdPort, migrationPort };
+  return { overrides: { ...opts.colo, primaryHost: lab.addr('a', 'rep'), secondaryHost: lab.addr('b', 'rep'), ...ports }, ports };
+}
+
+/** The pair in the lab's namespaces, or undefined after marking `t` skipped with the reason. */
+async function startLabPair(t: SkippableTest, lab: Lab, opts: LabColoOptions): Promise<ColoPair | undefined> {
   const r = await startColoPair({
     t,
-    colo: { primaryHost: lab.addr('a', 'rep'), secondaryHost: lab.addr('b', 'rep'), mirrorPort, compare1Port, compare0Port, compareOutPort, nbdPort, migrationPort },
+    colo: labColoOverrides(lab, opts).overrides,
     wrap: { primary: lab.wrap('a', []), secondary: lab.wrap('b', []) },
     diskSizeMb: opts.diskSizeMb ?? 32,
   });
@@ -83,7 +120,58 @@ export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions)
     t.pass('COLO pair', { skip: r.reason });
     return undefined;
   }
-  const pair = r.pair;
+  return r.pair;
+}
+
+/** The lab, the pair up in COLO (a primary, b secondary) and the witness when asked; or undefined after a skip. Agents are started by the caller. */
+export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions): Promise<LabColo | undefined> {
+  const lab = await startLabOrSkip(t);
+  if (!lab) return undefined;
+  const pair = await startLabPair(t, lab, opts);
+  if (!pair) return undefined;
+  const harness = await startHarness(t, lab, opts, () => pair.colo);
+  return Object.assign(harness, { pair });
+}
+
+/**
+ * The lab and the harness (key, state dirs, the witness when asked) before the pair: start agents
+ * on `colo` (e.g. with qemu.qmp at a path that appears later), then startPair(). Undefined after a
+ * skip (no lab here).
+ */
+export async function prepareLabColoOrSkip(t: SkippableTest, opts: LabColoOptions): Promise<LabColoAhead | undefined> {
+  const lab = await startLabOrSkip(t);
+  if (!lab) return undefined;
+  const { overrides, ports } = labColoOverrides(lab, opts);
+  let colo = resolveColoConfig(overrides, ports);
+  const harness = await startHarness(t, lab, opts, () => colo);
+  const ahead: LabColoAhead = Object.assign(harness, {
+    colo,
+    startPair: async (): Promise<LabColo | undefined> => {
+      const pair = await startLabPair(t, lab, opts);
+      if (!pair) return undefined;
+      colo = pair.colo;
+      return Object.assign(harness, { pair });
+    },
+  });
+  return ahead;
+}
+
+/** Both agents on a pair that is up (a on the primary's agent socket, b on the secondary's), once each sees the peer up and its QEMU in its COLO mode. */
+export async function startPairAgents(lc: LabColo, timeoutMs = 30_000): Promise<Record<PairHost, AgentProcess>> {
+  const [a, b] = await Promise.all([lc.startAgent('a', lc.pair.side('primary').agentQmpAddress), lc.startAgent('b', lc.pair.side('secondary').agentQmpAddress)]);
+  await waitColoReady({ primary: a, secondary: b }, timeoutMs);
+  return { a, b };
+}
+
+/** startLabColoOrSkip() then startPairAgents(): the pair in COLO and both agents ready; undefined after a skip. */
+export async function startLabColoAgentsOrSkip(t: SkippableTest, opts: LabColoOptions, readyTimeoutMs?: number): Promise<LabColo | undefined> {
+  const lc = await startLabColoOrSkip(t, opts);
+  if (!lc) return undefined;
+  await startPairAgents(lc, readyTimeoutMs);
+  return lc;
+}
+
+async function startHarness(t: SkippableTest, lab: Lab, opts: LabColoOptions, colo: () => ColoConfig): Promise<LabColoHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-lab-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const keyFile = join(dir, 'heartbeat.key');
@@ -101,6 +189,7 @@ export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions)
       name: 'witness (w)',
       config: WITNESS_CONFIG,
       ready: logMsg('witness listening'),
+      readyTimeoutMs: AGENT_START_TIMEOUT_MS,
       wrap: lab.wrap('w', []),
       sets: [
         `node.stateDir=${stateDir('w')}`,
@@ -125,6 +214,7 @@ export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions)
       t,
       name: `${h} (installed ${INSTALLED[h]})`,
       config: EXAMPLE_CONFIGS[INSTALLED[h]],
+      readyTimeoutMs: AGENT_START_TIMEOUT_MS,
       wrap: lab.wrap(h, []),
       sets: [
         `node.stateDir=${stateDir(h)}`,
@@ -135,7 +225,7 @@ export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions)
         ...Object.entries(FAST_HEARTBEAT).map(([k, v]) => `heartbeat.${k}=${v}`),
         `metrics.listen=0.0.0.0:${METRICS_PORT}`,
         'log.level=info',
-        ...coloSets(pair.colo),
+        ...coloSets(colo()),
         'failover.reprobeIntervalMs=200',
         ...arbiterSets(h),
         ...(opts.sets ?? []),
@@ -144,27 +234,42 @@ export async function startLabColoOrSkip(t: SkippableTest, opts: LabColoOptions)
     };
   };
 
-  const labColo: LabColo = {
+  const lastStart: Partial<Record<PairHost, { qmp: string; extra: string[] | undefined }>> = {};
+  const startOne = async (h: PairHost, qmp: string, extra?: string[]): Promise<AgentProcess> => {
+    lastStart[h] = { qmp, extra };
+    const a = await startAgent(agentOptions(h, qmp, extra));
+    agents[h] = a;
+    history.push(a);
+    return a;
+  };
+  const labColo: LabColoHarness = {
     lab,
-    pair,
     arbiter: opts.arbiter,
     dir,
     agents,
     witness,
     stateDir,
     agentOptions,
-    startAgent: async (h, qmp, extra) => {
-      const a = await startAgent(agentOptions(h, qmp, extra));
-      agents[h] = a;
-      history.push(a);
-      return a;
-    },
+    startAgent: startOne,
     status: async (h, timeoutMs = 1500) => {
       const reply = await httpRequest(hostPort(lab.controlAddr(h), METRICS_PORT), '/status', { timeoutMs });
       if (reply.status !== 200) throw new Error(`GET /status of ${h}: HTTP ${reply.status}`);
       return JSON.parse(reply.body) as AgentStatusJson;
     },
     transcript: (lines = 60) => history.map((a) => `--- ${a.name}, pid ${a.pid}${a.alive ? '' : ' (ended)'}:\n${a.tail(lines)}`).join('\n'),
+    journalPath: (h) => join(stateDir(h), JOURNAL_FILE_NAME),
+    metricsAddress: (h) => hostPort(lab.controlAddr(h), METRICS_PORT),
+    restartAgent: async (h) => {
+      const last = lastStart[h];
+      if (!last) throw new Error(`restartAgent(${h}): its agent was never started`);
+      const old = agents[h];
+      if (old) {
+        old.kill('SIGKILL');
+        old.kill('SIGCONT');
+        await old.exited;
+      }
+      return startOne(h, last.qmp, last.extra);
+    },
   };
   return labColo;
 }
