@@ -28,7 +28,7 @@
  * component agent), stamped by the agent on the same wall clock as QEMU's events.
  */
 import { logTimeMs, sleep, type LogPredicate } from '../helpers/agent-process.js';
-import { failoverDone, failoverStarting, onJournal, runningDecision } from '../helpers/colo-agents.js';
+import { failoverDone, failoverResuming, failoverStarting, onJournal, runningDecision } from '../helpers/colo-agents.js';
 import type { PairHost } from '../lab/lab-colo.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { expectation, replicated, solo, type Expectation } from './matrix.js';
@@ -112,6 +112,7 @@ export async function runTrial(trial: Trial): Promise<TrialOutcome> {
     phaseMs = Date.now() - started;
     obs = await play(tl, trial, e, notes);
   } catch (err) {
+    if (phaseMs === 0) phaseMs = Date.now() - started;
     obs = { ...obs, endAt: Date.now(), harnessError: (err as Error).message, qemus: tl?.fleet.timelines() ?? [] };
   }
   const verdict = judge(obs, e);
@@ -258,16 +259,26 @@ async function waitRecord(tl: TrialLab, h: PairHost, predicate: LogPredicate, fr
   }
 }
 
-/** Every failover sequence an agent started at or after `from`, with when it was done. */
+/**
+ * Every failover decision an agent started at or after `from`, with when it was done. A decision
+ * is counted once: an agent killed mid-failover may not have flushed its `failover starting`
+ * line, and the agent started after it logs `resuming the unfinished failover from the journal`
+ * for the same decision id.
+ */
 function failoversSince(tl: TrialLab, from: number): FailoverRecord[] {
   const out: FailoverRecord[] = [];
   for (const h of ['a', 'b'] as const) {
     const records = tl.agentsOf(h).flatMap((a) => a.entries.map((x) => x.record).filter((r) => r !== undefined));
     const dones = records.filter((r) => failoverDone(r)).map(logTimeMs);
-    for (const r of records.filter((x) => failoverStarting(x) && logTimeMs(x) >= from)) {
+    const byDecision = new Map<string, FailoverRecord>();
+    for (const r of records.filter((x) => (failoverStarting(x) || failoverResuming(x)) && logTimeMs(x) >= from)) {
       const at = logTimeMs(r);
-      out.push({ host: h, sequence: String(r.sequence), at, doneAt: dones.find((d) => d >= at) });
+      const id = String(r.decision ?? `${r.sequence}@${at}`);
+      const seen = byDecision.get(id);
+      if (seen && seen.at <= at) continue;
+      byDecision.set(id, { host: h, sequence: String(r.sequence), at, doneAt: dones.find((d) => d >= at) });
     }
+    out.push(...byDecision.values());
   }
   return out.sort((x, y) => x.at - y.at);
 }
