@@ -28,6 +28,9 @@ import { createLogger } from './log.js';
 import { QmpCommandError } from './qmp/index.js';
 import { qemuAvailable } from './qemu/qemu-process.js';
 
+/** A helper command's config load: typos in COLO_AGENT_* names are still reported, risky-setting warnings are the agent's and check-config's to give. */
+const HELPER_COMMAND = { riskWarnings: false };
+
 const USAGE = `usage: colo-agent <command> [options]
 
 commands:
@@ -118,7 +121,7 @@ async function main(argv: string[]): Promise<number> {
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, sequence: { type: 'string' } },
       });
       if (!values.sequence) throw new UsageError(`--sequence is required: one of ${PLAN_SEQUENCES.join(', ')}`);
-      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       // plan sends nothing to QEMU, so "auto" means the QEMU installed here (and the header says so).
       let profile: QemuProfile;
       if (cfg.qemu.profile === 'auto') {
@@ -139,7 +142,7 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, qmp: { type: 'string' } },
       });
-      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
       const outcome = await manualFailover(cfg, values.qmp ?? cfg.qemu.qmp, logger);
       const r = outcome.result;
@@ -151,7 +154,7 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, json: { type: 'boolean', default: false } },
       });
-      const cfg = loadFromSources(configSources(values), () => undefined);
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       const status = await fetchStatus(cfg.metrics.listen);
       out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
       return 0;
@@ -165,7 +168,7 @@ async function main(argv: string[]): Promise<number> {
       const [action, extra] = positionals;
       if ((action !== 'on' && action !== 'off' && action !== 'status') || extra !== undefined) throw new UsageError('maintenance needs one of on, off, status');
       if (values.reason !== undefined && action !== 'on') throw new UsageError('--reason goes with maintenance on');
-      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       const dir = cfg.node.stateDir;
       if (action === 'on') {
         const { info, was } = await maintenanceOn(dir, values.reason ?? '');
@@ -185,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
       });
       if (positionals.length > 0) throw new UsageError('resume takes no arguments');
-      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`));
+      const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       await requestResume(cfg.node.stateDir);
       out(`resume requested (${cfg.node.stateDir}): the agent resumes replication once the peer's secondary is ready; watch colo-agent status`);
       return 0;

@@ -144,6 +144,11 @@ t.test('plan prints the exact commands from the config; offline, "auto" is the i
   const none = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'primary-failover'], { env: { ...process.env, PATH: shortTempDir(t) } });
   t.equal(none.code, 2, 'no QEMU installed and no profile given');
   t.match(none.stderr, /^qemu\.profile is auto and qemu-system-x86_64 not found in PATH; .*give the profile, e\.g\. --set qemu\.profile=7\.2$/m);
+  t.notMatch(r.stderr, /arbiter\.mode is none/, "a helper command does not repeat the agent's risk warnings");
+  const checked = await runCli(['check-config', '--config', EXAMPLE, '--set', 'heartbeat.insecure=true', '--set', 'heartbeat.keyFile=']);
+  t.match(checked.stderr, /^warning: arbiter\.mode is none/m, 'check-config gives them');
+  const typo = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'primary-failover', '--set', 'qemu.profile=7.2'], { env: { ...process.env, COLO_AGENT_HEARTBEAT_INTERVAL: '5' } });
+  t.match(typo.stderr, /^warning: .*COLO_AGENT_HEARTBEAT_INTERVAL/m, 'a typo in an environment variable is still reported');
   const bad = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'sideways', '--set', 'qemu.profile=7.2']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /primary-failover/);

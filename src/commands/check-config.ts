@@ -13,9 +13,9 @@ export interface ConfigSources {
 }
 
 /** Loads the config; warnings go to the given sink (stderr in the CLI). */
-export function loadFromSources(src: ConfigSources, warn: (msg: string) => void): AgentConfig {
+export function loadFromSources(src: ConfigSources, warn: (msg: string) => void, opts: { riskWarnings?: boolean } = {}): AgentConfig {
   // loadConfig reports both env-variable typos and configWarnings() through onWarning.
-  return loadConfig({ files: src.files, sets: src.sets, env: src.env ?? process.env, onWarning: warn });
+  return loadConfig({ files: src.files, sets: src.sets, env: src.env ?? process.env, onWarning: warn, ...(opts.riskWarnings === false && { riskWarnings: false }) });
 }
 
 /** The key is needed unless the operator chose insecure mode; errors name the file, never its bytes. */

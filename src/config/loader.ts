@@ -26,6 +26,12 @@ export interface LoadConfigOptions {
   sets?: readonly string[];
   /** Receives configWarnings() and likely typos in COLO_AGENT_* variable names. */
   onWarning?: (message: string) => void;
+  /**
+   * Include configWarnings() (risky settings such as arbiter.mode none). Default true; the CLI's
+   * helper commands (status, plan, maintenance, resume, failover) say false: the agent and
+   * check-config tell the operator once, not every command they type.
+   */
+  riskWarnings?: boolean;
 }
 
 interface Origin {
@@ -152,7 +158,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AgentConfig {
   if (problems.length > 0) throw new ConfigError(problems);
 
   if (options.onWarning) {
-    for (const w of [...envTypoWarnings(env), ...configWarnings(cfg)]) options.onWarning(w);
+    for (const w of [...envTypoWarnings(env), ...(options.riskWarnings === false ? [] : configWarnings(cfg))]) options.onWarning(w);
   }
   return cfg;
 }

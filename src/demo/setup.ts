@@ -197,7 +197,7 @@ async function attemptBringUp(res: DemoResources, dir: string, keyFile: string, 
     }
     pair = r.pair;
     res.addPair(pair);
-    opts.progress(`QEMU ${r.pair.version.major}.${r.pair.version.minor}.${r.pair.version.micro} pair in COLO after ${Math.round(r.pair.timings.totalMs)} ms; starting the agents ...`);
+    opts.progress(`QEMU ${r.pair.version.major}.${r.pair.version.minor}.${r.pair.version.micro} pair in COLO after ${Math.round(r.pair.timings.totalMs)} ms`);
 
     const p = pair;
     const layout: DemoLayout = {
@@ -214,7 +214,8 @@ async function attemptBringUp(res: DemoResources, dir: string, keyFile: string, 
       ...(wiring && { coloFor: wiring.coloFor }),
       ...(witnessLayout && { witness: witnessLayout }),
     };
-    if (witnessLayout) opts.progress(`starting the witness on ${witnessLayout.heartbeatListen} and the agents ...`);
+    // One line either way (the pair line above no longer announces the agents as well).
+    opts.progress(witnessLayout ? `starting the witness on ${witnessLayout.heartbeatListen} and the agents ...` : 'starting the agents ...');
     const started: Partial<Record<DemoSide, DemoAgent>> = {};
     let witness: DemoAgent | undefined;
     for (const spec of demoProcesses(layout)) {

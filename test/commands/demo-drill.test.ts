@@ -148,6 +148,7 @@ for (const [drill, victim, survivor, sequence, action, node] of [
     const started = parseStarted(r.stdout);
     t.ok(started, `the demo printed its pids and work dir${started ? '' : `\n${failureDetail(r)}`}`);
     t.ok(started?.witness, 'a witness was started');
+    t.equal(`${r.stdout}${r.stderr}`.match(/starting the .*agents \.\.\./g)?.length, 1, 'the agents are announced once');
     const timeline = parseTimeline(r.stdout);
     t.comment(timeline.map((e) => e.line.trim()).join('\n'));
     t.equal(r.code, 0, `exit 0${r.code === 0 ? '' : `\n${failureDetail(r)}`}`);
