@@ -123,7 +123,19 @@ export interface AgentStatus {
   /** Which host runs the primary and which the secondary now, and which fact said so (absent from an older agent's /status). */
   topology?: { self: string; peer: string; primaryHost: string; secondaryHost: string; source: string };
   state: AgentState;
-  peer: { name?: string; session?: string; state: DetectorState; silentForMs?: number; qemuReachable?: boolean };
+  /**
+   * qemuReachable: while the peer is up, its own word (its heartbeats); otherwise the last probe of
+   * its QEMU (alive or not), whose verdict and age are in `probe`: a silent peer's last heartbeat
+   * says nothing about now.
+   */
+  peer: {
+    name?: string;
+    session?: string;
+    state: DetectorState;
+    silentForMs?: number;
+    qemuReachable?: boolean;
+    probe?: { verdict: PeerQemuProbeResult['verdict']; agoMs: number; target: string };
+  };
   links: LinkStatus[];
   qemu: { qmp: string; status: string; version?: string; colo: ColoStatus; launch?: QemuSupervisorStatus };
   lastFailover?: LastFailover;
@@ -278,6 +290,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private lastFedSentAt = -Infinity;
   private rttTimer: TimerHandle | undefined;
   private reprobeTimer: TimerHandle | undefined;
+  /** The last probe of the peer's QEMU, for status (clock ms). */
+  private lastProbe: { verdict: PeerQemuProbeResult['verdict']; at: number; target: string } | undefined;
   /** The probe started when the peer became suspect, so the verdict is ready when it is declared down. */
   private earlyProbe: Promise<PeerQemuProbeResult> | undefined;
   /** A takeover decision or sequence is under way: every other trigger waits for its outcome. */
@@ -568,7 +582,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         session: this.peerSession,
         state: this.peer.state,
         silentForMs: this.peer.lastBeatAt === undefined ? undefined : Math.round(this.peer.silentForMs()),
-        qemuReachable: this.peerSummary?.qemuReachable,
+        qemuReachable: this.peer.state === 'up' ? this.peerSummary?.qemuReachable : this.lastProbe ? this.lastProbe.verdict === 'alive' : undefined,
+        ...(this.peer.state !== 'up' &&
+          this.lastProbe && { probe: { verdict: this.lastProbe.verdict, agoMs: Math.round(this.clock.now() - this.lastProbe.at), target: this.lastProbe.target } }),
       },
       links: [...this.linkDetectors].map(([link, d]) => ({ link, state: d.state, rttMs: this.lastRtt.get(link) })),
       qemu: {
@@ -805,6 +821,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const { host, port } = peerQemuEndpoint(this.topology(), this.cfg.colo);
     const hostPorts = this.cfg.heartbeat.peers.map((p) => parseHostPort(p));
     return probePeerQemuAndHost({ host, port }, hostPorts, this.cfg.failover.probeTimeoutMs).then((r) => {
+      this.lastProbe = { verdict: r.verdict, at: this.clock.now(), target: `${host}:${port}` };
       this.log.info({ host, port, ...r }, 'probed the peer QEMU');
       return r;
     });

@@ -48,7 +48,7 @@ export function formatStatus(s: AgentStatus): string {
     `qemu ${s.qemu.status}${s.qemu.version ? ` (QEMU ${s.qemu.version})` : ''}  COLO mode ${s.qemu.colo.mode}`,
     `peer ${peer.name ?? '?'} ${peer.state}${peer.silentForMs !== undefined ? `, last heartbeat ${peer.silentForMs} ms ago` : ''}${
       peer.qemuReachable === undefined ? '' : `, its QEMU ${peer.qemuReachable ? 'reachable' : 'UNREACHABLE'}`
-    }`,
+    }${peer.probe ? ` (probe of ${peer.probe.target}: ${peer.probe.verdict}, ${Math.round(peer.probe.agoMs / 1000)} s ago)` : ''}`,
     ...s.links.map((l) => `  link ${l.link} ${l.state}${l.rttMs !== undefined ? `  rtt ${l.rttMs.toFixed(2)} ms` : ''}`),
   ];
   // Absent from an older agent's /status.

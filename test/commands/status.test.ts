@@ -69,6 +69,8 @@ t.test('the summary names every state, and says so when the node is stale, pause
     role: 'primary',
     topology: { self: '10.0.0.2', peer: '10.0.0.1', primaryHost: '10.0.0.2', secondaryHost: '10.0.0.1', source: 'colo-mode' },
   });
+  const lost = formatStatus({ ...base, state: 'peer-down', peer: { name: 'colo-a', state: 'down', silentForMs: 61_000, qemuReachable: false, probe: { verdict: 'silent', agoMs: 60_400, target: '10.0.0.1:9003' } } });
+  t.match(lost, /^peer colo-a down, last heartbeat 61000 ms ago, its QEMU UNREACHABLE \(probe of 10\.0\.0\.1:9003: silent, 60 s ago\)$/m, 'a silent peer: the probe speaks, not its last heartbeat');
   t.match(swapped, /^hosts: primary 10\.0\.0\.2 \(this node\), secondary 10\.0\.0\.1 \(the peer\); from colo-mode$/m);
 });
 
