@@ -1,10 +1,19 @@
 /**
- * Continuous replication end to end (issue 8): real agent processes on a real QEMU COLO pair.
+ * Continuous replication end to end (issue 8): real agent processes on a real QEMU COLO pair, on
+ * the lab of separate hosts (test/lab/lab-colo.ts: host a starts as the primary, host b as the
+ * secondary, each a network namespace with its own addresses and the documented fixed ports).
  * After a failover, the lost host comes back with a fresh secondary QEMU and its agent restarted
  * on it; the agents' handshake (ready to be secondary -> resume) must bring the pair back into
  * COLO by itself, and a second failover must work after that. In the first scenario the test
- * starts the fresh secondary (startFreshSecondary); in the second the returning agent launches
- * it itself (qemu.launch), once its peer's newer epoch tells it that it lost the guest.
+ * starts the fresh secondary (startFreshSecondary, inside b); in the second the returning agent
+ * launches it itself (qemu.launch, inside a), once its peer's newer epoch tells it that it lost
+ * the guest.
+ *
+ * The losses: scenario 1 loses b by power loss (nft drop, then every process SIGKILLed: no FIN,
+ * no RST; power on, then the fresh secondary), then by a crash (lab.crash: the kernel closes the
+ * sockets); scenario 2 loses a by a crash, then the new primary b by power loss, so that the
+ * final takeover runs with the roles swapped and no FIN/RST to go by (the case where an agent
+ * that aimed its probe by role rather than by host would look at its own address).
  *
  * Outcomes are read from QEMU itself through the harness's QMP sockets. Timings are printed as
  * comments (bench:failback measures them); nothing here asserts speed.
@@ -14,43 +23,43 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { QmpClient } from '../../src/qmp/index.js';
 import { freshSecondaryCommand, startFreshSecondary, type FreshSecondary } from '../../src/qemu/colo-launch.js';
-import { agentState, killAllChildren, logMsg, requireBuiltCli, startAgent, type AgentProcess, type LogPredicate } from '../helpers/agent-process.js';
-import { startColoAgents, waitFailoverDone, type ColoAgents } from '../helpers/colo-agents.js';
-import { listBlockNodes, listObjects, queryColoStatus, queryStatus, startColoPairOrSkip, type ColoPair, type QmpTarget } from '../helpers/colo-pair.js';
+import { agentState, killAllChildren, logMsg, requireBuiltCli, type AgentProcess, type LogPredicate } from '../helpers/agent-process.js';
+import { waitFailoverDone } from '../helpers/colo-agents.js';
+import { listBlockNodes, listObjects, queryColoStatus, queryStatus, type QmpTarget } from '../helpers/colo-pair.js';
+import { BRING_UP_HOST, startLabColoAgentsOrSkip, type LabColo, type PairHost } from '../lab/lab-colo.js';
 
+/** Bounds for a loaded 2-core machine, not targets. */
 const WAIT_MS = 30_000;
 /** drive-mirror of a 64 MiB disk, migration of the guest's RAM, under TCG on 2 busy cores. */
 const RESUME_WAIT_MS = 120_000;
 
+t.setTimeout(10 * 60_000);
 t.teardown(killAllChildren);
 
 const resumed: LogPredicate = (r) => r.component === 'agent' && r.msg === 'replication resumed: the guest is protected again';
 const readySecondary = agentState('ready-secondary');
 
-async function setup(t: Test): Promise<{ pair: ColoPair; agents: ColoAgents } | undefined> {
-  const pair = await startColoPairOrSkip(t);
-  if (!pair) return undefined;
-  const agents = await startColoAgents(pair, { t, failover: { reprobeIntervalMs: 200 } });
-  return { pair, agents };
+/** The lab with the pair (a primary, b secondary) and both agents ready (arbiter none; failover.reprobeIntervalMs 200). */
+function setup(t: Test): Promise<LabColo | undefined> {
+  return startLabColoAgentsOrSkip(t, { arbiter: 'none' });
 }
 
-/** The lost host comes back: a fresh secondary QEMU on `host`, its agent restarted on it. */
-async function comeBack(t: Test, pair: ColoPair, agents: ColoAgents, host: 'primary' | 'secondary'): Promise<{ qemu: FreshSecondary; agent: AgentProcess }> {
-  const qemu = await startFreshSecondary({ pair, host });
-  const opts = agents.startOptions(host);
-  const agent = await startAgent({ ...opts, sets: [...(opts.sets ?? []), `qemu.qmp=${qemu.agentQmpAddress}`], t });
+/** The lost host comes back: a fresh secondary QEMU on `host` (inside it), its agent restarted on it. */
+async function comeBack(lc: LabColo, host: PairHost): Promise<{ qemu: FreshSecondary; agent: AgentProcess }> {
+  const qemu = await startFreshSecondary({ pair: lc.pair, host: host === BRING_UP_HOST.primary ? 'primary' : 'secondary' });
+  const agent = await lc.startAgent(host, qemu.agentQmpAddress);
   return { qemu, agent };
 }
 
 /**
  * The lost primary host comes back with qemu.launch on: its agent, restarted, learns from the
  * peer's epoch that it is stale and launches the fresh secondary itself. The QEMU runs in its own
- * session (it outlives the agent): the test kills it by the pid in the launch record.
+ * session (it outlives the agent) inside the host: the lab's teardown kills it with every other
+ * process of the host.
  */
-async function comeBackLaunching(t: Test, pair: ColoPair, agents: ColoAgents, host: 'primary' | 'secondary'): Promise<{ qemu: QmpClient; agent: AgentProcess; pid: () => number | undefined }> {
-  const cmd = await freshSecondaryCommand({ pair, host });
-  const opts = agents.startOptions(host);
-  const stateDir = opts.sets.find((s) => s.startsWith('node.stateDir='))!.slice('node.stateDir='.length);
+async function comeBackLaunching(t: Test, lc: LabColo, host: PairHost): Promise<{ qemu: QmpClient; agent: AgentProcess; pid: () => number | undefined }> {
+  const cmd = await freshSecondaryCommand({ pair: lc.pair, host: host === BRING_UP_HOST.primary ? 'primary' : 'secondary' });
+  const stateDir = lc.stateDir(host);
   const pid = (): number | undefined => {
     try {
       return (JSON.parse(readFileSync(join(stateDir, 'qemu-launch.json'), 'utf8')) as { pid: number }).pid;
@@ -58,25 +67,9 @@ async function comeBackLaunching(t: Test, pair: ColoPair, agents: ColoAgents, ho
       return undefined;
     }
   };
-  let launchedPid: number | undefined;
-  // Registered before the agent starts, so it runs even when a later step fails.
-  t.teardown(() => {
-    try {
-      if (launchedPid !== undefined) process.kill(-launchedPid, 'SIGKILL'); // its own process group (setsid)
-    } catch {
-      // already gone
-    }
-  });
-  const sets = [
-    ...opts.sets,
-    `qemu.qmp=${cmd.agentQmpAddress}`,
-    'qemu.launch.enabled=true',
-    `qemu.launch.secondaryCommand=${JSON.stringify(cmd.argv)}`,
-    'qemu.launch.restart=no',
-  ];
-  const agent = await startAgent({ ...opts, sets, t });
+  const sets = ['qemu.launch.enabled=true', `qemu.launch.secondaryCommand=${JSON.stringify(cmd.argv)}`, 'qemu.launch.restart=no'];
+  const agent = await lc.startAgent(host, cmd.agentQmpAddress, sets);
   const launched = await agent.waitForLog(logMsg('launched the secondary QEMU'), WAIT_MS);
-  launchedPid = launched.record?.pid as number | undefined;
   t.match(launched.record, { reason: /stale/ }, 'launched because the peer holds a newer epoch');
   const qemu = new QmpClient({ address: cmd.harnessQmpAddress, reconnect: { initialMs: 50, maxMs: 200 } });
   t.teardown(() => qemu.close());
@@ -93,20 +86,20 @@ async function assertColo(t: Test, primary: QmpTarget, secondary: QmpTarget, wha
 
 if (requireBuiltCli(t)) {
   t.test('secondary host lost -> primary failover -> fresh secondary -> automatic resume -> COLO; then lost again -> failover again', async (t) => {
-    const s = await setup(t);
-    if (!s) return;
-    const { pair, agents } = s;
-    const primary = agents.primary;
+    const lc = await setup(t);
+    if (!lc) return;
+    const { pair, lab } = lc;
+    const primary = lc.agents.a!;
     let since = primary.cursor();
     let faultAt = Date.now();
-    pair.side('secondary').kill('SIGKILL');
-    agents.secondary.kill('SIGKILL');
+    await lab.powerLoss('b');
     const first = await waitFailoverDone(primary, since, faultAt, WAIT_MS);
     t.equal(first.sequence, 'primary-failover');
     await primary.waitForLog(agentState('solo'), WAIT_MS, { since });
 
+    await lab.powerOn('b');
     since = primary.cursor();
-    const back = await comeBack(t, pair, agents, 'secondary');
+    const back = await comeBack(lc, 'b');
     await back.agent.waitForLog(readySecondary, WAIT_MS);
     const done = (await primary.waitForLog(resumed, RESUME_WAIT_MS, { since })).record ?? {};
     t.comment(`resume: ${JSON.stringify({ sequence: done.sequence, pauseMs: done.pauseMs, resyncMs: done.resyncMs, bytes: done.bytes, unprotectedMs: done.unprotectedMs })}`);
@@ -114,11 +107,10 @@ if (requireBuiltCli(t)) {
     await assertColo(t, pair.side('primary'), back.qemu, 'after the resume');
     await back.agent.waitForLog(logMsg('agent state ready-secondary -> peer-up'), WAIT_MS).catch(() => undefined);
 
-    // The new secondary's host is lost again: a second failover after a resume.
+    // The new secondary's host is lost again (a crash this time): a second failover after a resume.
     since = primary.cursor();
     faultAt = Date.now();
-    back.qemu.kill('SIGKILL');
-    back.agent.kill('SIGKILL');
+    await lab.crash('b');
     const second = await waitFailoverDone(primary, since, faultAt, WAIT_MS);
     t.equal(second.sequence, 'primary-failover', 'the second failover ran');
     await primary.waitForLog(agentState('solo'), WAIT_MS, { since });
@@ -127,20 +119,19 @@ if (requireBuiltCli(t)) {
   });
 
   t.test('primary host lost -> secondary failover -> the old primary host back as secondary -> resume before rew0 -> COLO with roles swapped -> failover again', async (t) => {
-    const s = await setup(t);
-    if (!s) return;
-    const { pair, agents } = s;
-    const survivor = agents.secondary;
+    const lc = await setup(t);
+    if (!lc) return;
+    const { pair, lab } = lc;
+    const survivor = lc.agents.b!;
     let since = survivor.cursor();
     let faultAt = Date.now();
-    pair.side('primary').kill('SIGKILL');
-    agents.primary.kill('SIGKILL');
+    await lab.crash('a');
     const first = await waitFailoverDone(survivor, since, faultAt, WAIT_MS);
     t.equal(first.sequence, 'secondary-failover');
     await survivor.waitForLog(agentState('solo'), WAIT_MS, { since });
 
     since = survivor.cursor();
-    const back = await comeBackLaunching(t, pair, agents, 'primary');
+    const back = await comeBackLaunching(t, lc, 'a');
     await back.agent.waitForLog(readySecondary, WAIT_MS);
     const done = (await survivor.waitForLog(resumed, RESUME_WAIT_MS, { since })).record ?? {};
     t.comment(`resume: ${JSON.stringify({ sequence: done.sequence, pauseMs: done.pauseMs, resyncMs: done.resyncMs, unprotectedMs: done.unprotectedMs })}`);
@@ -149,11 +140,10 @@ if (requireBuiltCli(t)) {
     const objects = await listObjects(pair.side('secondary'));
     t.ok(objects.includes(pair.colo.ids.rew0), 'the new primary keeps its filter-rewriter');
 
-    // The new primary (old secondary host) is lost: the new secondary (old primary host) takes over.
+    // The new primary (old secondary host) loses power: the new secondary (old primary host) takes over.
     const since2 = back.agent.cursor();
     faultAt = Date.now();
-    pair.side('secondary').kill('SIGKILL');
-    survivor.kill('SIGKILL');
+    await lab.powerLoss('b');
     const second = await waitFailoverDone(back.agent, since2, faultAt, WAIT_MS);
     t.equal(second.sequence, 'secondary-failover', 'the old primary host takes the guest back');
     t.ok(back.pid() !== undefined, 'the launched QEMU (now the primary) is still recorded for adoption');
