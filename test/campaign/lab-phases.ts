@@ -77,6 +77,8 @@ export class TrialLab {
   private readonly extraSets: string[];
   private witnessProc: AgentProcess | undefined;
   private readonly witnessHistory: AgentProcess[] = [];
+  /** during-resync: when the throttled copy stopped running (ready, cancelled, failed), by QEMU's stamp. */
+  resyncEndedAt: number | undefined;
 
   private constructor(
     readonly lc: LabColo,
@@ -341,14 +343,22 @@ export class TrialLab {
   private async startThrottledResync(h: PairHost): Promise<void> {
     const client = this.primaryClient(this.primary);
     let throttled: Promise<unknown> | undefined;
+    let job: unknown;
     const running = new Promise<void>((resolve) => {
       const onEvent = (e: QmpEvent) => {
-        if (e.event !== 'JOB_STATUS_CHANGE' || e.data.status !== 'running') return;
-        client.off('event', onEvent);
-        throttled = client.execute('block-job-set-speed', { device: e.data.id, speed: RESYNC_SPEED_BYTES }).catch((err: Error) => err);
-        resolve();
+        if (e.event !== 'JOB_STATUS_CHANGE') return;
+        if (job === undefined && e.data.status === 'running') {
+          job = e.data.id;
+          throttled = client.execute('block-job-set-speed', { device: e.data.id, speed: RESYNC_SPEED_BYTES }).catch((err: Error) => err);
+          resolve();
+        } else if (e.data.id === job && e.data.status !== 'running') {
+          // ready (copied), or aborting / concluded: the copy the fault was meant to hit is over.
+          client.off('event', onEvent);
+          this.resyncEndedAt = e.timestampMs;
+        }
       };
       client.on('event', onEvent);
+      this.t.teardown(() => client.off('event', onEvent));
     });
     await this.relaunch(h);
     await withTimeout(running, RESUME_WAIT_MS, `no drive-mirror job started on ${this.primary} within ${RESUME_WAIT_MS} ms`);

@@ -20,10 +20,14 @@
  *   if that poll says it is not `secondary`, it ran as primary from the RESUME's stamp on;
  * - a QEMU whose QMP connection drops is dead from the moment this process saw the drop (later
  *   than its real death: an overlap is only ever over-reported).
- * One QMP connection carries both the events and the replies, in order: a reply never contradicts
- * an event that QEMU emitted before it.
+ * One QMP connection carries both the events and the replies in the order QEMU wrote them, so
+ * the points are kept in that order (never sorted: a poll's early stamp must not jump ahead of a
+ * change that came before it), each stamp at least the previous one; and a reply that an event
+ * followed on the wire is stale and dropped (the event is newer): which reply came before which
+ * event is read from the client's synchronous `command` record, not from the promise (a promise
+ * settles after the rest of the data chunk, events included, has been handled).
  */
-import { QmpClient, type QmpEvent, type QmpStatusChange } from '../../src/qmp/index.js';
+import { QmpClient, type QmpCommandRecord, type QmpEvent, type QmpStatusChange } from '../../src/qmp/index.js';
 import type { HostName, QemuTimeline } from './verdict.js';
 
 export const POLL_MS = 50;
@@ -62,6 +66,10 @@ class WatchedQemu {
   private timer: NodeJS.Timeout | undefined;
   private fastTimer: NodeJS.Timeout | undefined;
   private readonly offs: Array<() => void> = [];
+  /** Bumped by every event that changes the state: a reply that an event followed is stale. */
+  private seq = 0;
+  /** Per query, FIFO: the seq at each reply (the client records a command synchronously as its reply is read). */
+  private readonly replySeq: Record<string, number[]> = {};
 
   constructor(
     readonly id: string,
@@ -71,9 +79,13 @@ class WatchedQemu {
   ) {
     const onEvent = (e: QmpEvent) => this.onEvent(e);
     const onStatus = (s: QmpStatusChange) => this.onStatus(s);
+    const onCommand = (r: QmpCommandRecord) => {
+      if (r.command === 'query-status' || r.command === 'query-colo-status') (this.replySeq[r.command] ??= []).push(this.seq);
+    };
     client.on('event', onEvent);
     client.on('status', onStatus);
-    this.offs.push(() => client.off('event', onEvent), () => client.off('status', onStatus));
+    client.on('command', onCommand);
+    this.offs.push(() => client.off('event', onEvent), () => client.off('status', onStatus), () => client.off('command', onCommand));
     if (client.status === 'ready' || client.status === 'unhealthy') this.connected = true;
     this.timer = setInterval(() => this.poll(), POLL_MS);
     this.poll();
@@ -86,10 +98,9 @@ class WatchedQemu {
   timeline(): QemuTimeline {
     const pts: Point[] = [...this.points];
     // Still undecided at the end: count it as having run as primary (never hide an overlap).
-    if (this.pendingResumeAt !== undefined && this.alive) pts.push([this.pendingResumeAt, true]);
-    const sorted = pts.map((p, i) => ({ p, i })).sort((x, y) => x.p[0] - y.p[0] || x.i - y.i);
+    if (this.pendingResumeAt !== undefined && this.alive && !this.rp) pts.push([Math.max(this.pendingResumeAt, pts.at(-1)?.[0] ?? 0), true]);
     const changes: Point[] = [];
-    for (const { p } of sorted) {
+    for (const p of pts) {
       const last = changes.at(-1);
       if (last && last[0] === p[0]) last[1] = p[1];
       else if (!last || last[1] !== p[1]) changes.push([p[0], p[1]]);
@@ -109,7 +120,7 @@ class WatchedQemu {
     this.events.push(`${at.toFixed(1)} ${why}${rp !== this.rp ? ` => running primary ${rp}` : ''}`);
     if (rp === this.rp && this.points.length > 0) return;
     this.rp = rp;
-    this.points.push([at, rp]);
+    this.points.push([Math.max(at, this.points.at(-1)?.[0] ?? at), rp]);
   }
 
   private runningPrimaryNow(): boolean {
@@ -126,6 +137,7 @@ class WatchedQemu {
       this.running = true;
       if (!this.everRunning && this.mode !== 'secondary') {
         // Out of an incoming migration: COLO secondary (the poll will say), or not.
+        this.seq++;
         this.pendingResumeAt = at;
         this.events.push(`${at.toFixed(1)} RESUME (first: held until the mode is known)`);
         return;
@@ -135,6 +147,7 @@ class WatchedQemu {
       if (e.data.reason === 'request') this.mode = 'none';
       else this.pollModeFast();
     } else return;
+    this.seq++;
     this.set(at, this.runningPrimaryNow(), `${e.event}${e.event === 'COLO_EXIT' ? ` ${JSON.stringify(e.data)}` : ''}`);
   }
 
@@ -170,10 +183,9 @@ class WatchedQemu {
       inFlight = true;
       const askedAt = Date.now();
       const prevAskedAt = this.lastAskedAt ?? askedAt;
-      this.client
-        .execute<{ mode: string }>('query-colo-status', undefined, { timeoutMs: 60_000 })
-        .then((colo) => {
-          if (!this.alive || this.mode !== 'secondary') return;
+      this.ask<{ mode: string }>('query-colo-status')
+        .then(({ value: colo, fresh }) => {
+          if (!this.alive || this.mode !== 'secondary' || !fresh) return;
           this.lastAskedAt = Math.max(this.lastAskedAt ?? 0, askedAt);
           if (colo.mode === 'secondary') return;
           this.mode = colo.mode;
@@ -191,33 +203,46 @@ class WatchedQemu {
     this.fastTimer = undefined;
   }
 
+  /** One query, and whether its reply is fresh (no state-changing event came after it on the wire). */
+  private ask<T>(command: 'query-status' | 'query-colo-status'): Promise<{ value: T; fresh: boolean }> {
+    const taken = () => this.replySeq[command]?.shift();
+    return this.client.execute<T>(command, undefined, { timeoutMs: 60_000 }).then(
+      (value) => ({ value, fresh: taken() === this.seq }),
+      (err: unknown) => {
+        taken();
+        throw err;
+      },
+    );
+  }
+
   private poll(): void {
     if (this.inFlight || !this.alive || !(this.client.status === 'ready' || this.client.status === 'unhealthy')) return;
     this.inFlight = true;
     const askedAt = Date.now();
     const prevAskedAt = this.lastAskedAt ?? askedAt;
-    Promise.all([
-      this.client.execute<{ running: boolean; status: string }>('query-status', undefined, { timeoutMs: 60_000 }),
-      this.client.execute<{ mode: string }>('query-colo-status', undefined, { timeoutMs: 60_000 }),
-    ])
+    Promise.all([this.ask<{ running: boolean; status: string }>('query-status'), this.ask<{ mode: string }>('query-colo-status')])
       .then(([st, colo]) => {
         if (!this.alive) return;
         const repliedAt = Date.now();
-        this.lastAskedAt = Math.max(this.lastAskedAt ?? 0, askedAt);
-        this.running = st.running;
-        this.status = st.status;
-        this.mode = colo.mode;
-        if (st.running) this.everRunning = true;
+        if (!st.fresh && !colo.fresh) return;
+        if (st.fresh && colo.fresh) this.lastAskedAt = Math.max(this.lastAskedAt ?? 0, askedAt);
+        if (st.fresh) {
+          this.running = st.value.running;
+          this.status = st.value.status;
+          if (st.value.running) this.everRunning = true;
+        }
+        if (colo.fresh) this.mode = colo.value.mode;
+        const what = `polled ${st.fresh ? st.value.status : '(stale)'}/${colo.fresh ? colo.value.mode : '(stale)'}`;
         const rp = this.runningPrimaryNow();
-        if (this.pendingResumeAt !== undefined) {
+        if (this.pendingResumeAt !== undefined && colo.fresh) {
           const resumeAt = this.pendingResumeAt;
           this.pendingResumeAt = undefined;
           if (rp) {
-            this.set(resumeAt, true, `RESUME held, then polled ${st.status}/${colo.mode}: ran as primary since the RESUME`);
+            this.set(resumeAt, true, `RESUME held, then ${what}: ran as primary since the RESUME`);
             return;
           }
         }
-        if (rp !== this.rp || this.points.length === 0) this.set(rp ? prevAskedAt : repliedAt, rp, `polled ${st.status}/${colo.mode}`);
+        if (rp !== this.rp || this.points.length === 0) this.set(rp ? prevAskedAt : repliedAt, rp, what);
       })
       .catch(() => undefined) // gone or stuck: the status change or the next reply tells
       .finally(() => (this.inFlight = false));

@@ -222,6 +222,12 @@ async function play(tl: TrialLab, trial: Trial, e: Expectation, notes: string[])
       break;
   }
 
+  if (trial.phase === 'during-resync') {
+    const ended = tl.resyncEndedAt;
+    if (ended !== undefined && ended < faultAt) throw new PhaseError(`the throttled resync was over ${Math.round(faultAt - ended)} ms before the fault: not during-resync`);
+    note(`the throttled resync was still running at the fault${ended !== undefined ? ` (it stopped at +${Math.round(ended - faultAt)} ms)` : ''}`);
+  }
+
   // The repair: the host that lost the guest (or the solo phase's host without a QEMU) comes back as a fresh secondary.
   let repairAt: number | undefined;
   const needsRelaunch = e.resumes && (e.takeover || solo(trial.phase) || !(f.startsWith('agent-death') || f === 'witness-down'));
