@@ -27,6 +27,7 @@ import { currentRole, currentTopology, ownNbdEndpoint, peerQemuEndpoint, resumeT
 import { clearResumeRequest, resumeRequested } from './commands/resume.js';
 import { Backoff } from './util/backoff.js';
 import { Journal } from './colo/journal.js';
+import { readProtectionState, writeProtectionState, type ProtectionState } from './colo/protection-state.js';
 import { ColoMonitor } from './colo/monitor.js';
 import type { ColoStatus } from './colo/monitor-events.js';
 import type { AgentConfig, HeartbeatConfig, NodeRole } from './config/index.js';
@@ -319,8 +320,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   private nextResumeAt = 0;
   private lastResume: LastResume | undefined;
   private resyncProgress: ResyncProgress | undefined;
-  /** Clock time the guest became unprotected (a failover finished); undefined while replicated. */
+  /** Clock time the guest became unprotected (a failover finished); undefined while replicated. Set by setUnprotected(). */
   private unprotectedSince: number | undefined;
+  /** protection.json as last written: unprotected-since and the last failover, kept across restarts. */
+  private protection: ProtectionState = {};
+  private protectionWrite: Promise<void> = Promise.resolve();
   /** Fresh-secondary check in flight / last done (clock ms): one query-status per second at most. */
   private preparing = false;
   private lastPrepareCheck = -Infinity;
@@ -437,6 +441,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   async start(): Promise<void> {
     const journal = await Journal.open(this.cfg.node.stateDir, { logger: this.deps.logger });
     this.journal = journal;
+    this.protection = readProtectionState(this.cfg.node.stateDir, this.log);
+    const lf = this.protection.lastFailover;
+    if (lf) this.lastFailover = { sequence: lf.sequence, trigger: lf.trigger as LastFailover['trigger'], ok: lf.ok, durationMs: lf.durationMs, ...(lf.error !== undefined && { error: lf.error }) };
     const recorded = journal.role();
     this.recordedRole = recorded?.role;
     if (recorded && recorded.role !== this.installedAs) {
@@ -508,7 +515,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     } else if (epochs.stale) {
       this.becomeStale(epochs.snapshot().newestSeenFrom ?? 'the epoch file');
     } else if ((last?.status === 'finished' && !isResumeDecision(last)) || (last?.status === 'abandoned' && isResumeDecision(last))) {
-      this.unprotectedSince = this.clock.now();
+      // Unprotected since before the restart (protection.json), else since the decision ended.
+      const since = this.protection.unprotectedSince ?? last.endedAt;
+      this.setUnprotected(since === undefined ? this.clock.now() : this.clock.now() - Math.max(0, Date.now() - Date.parse(since)));
       this.setState('solo', `${last.sequence} ${last.status} ${last.endedAt ?? ''}: running without a peer`);
     } else {
       this.setState(PEER_TO_AGENT[this.peer.state], 'started');
@@ -529,7 +538,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.peer.stop();
     for (const d of this.linkDetectors.values()) d.stop();
     // The launched QEMU outlives a planned stop: the guest must not go down with the agent.
-    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close(), this.arbiter.close(), this.launcher?.stop()]);
+    await Promise.allSettled([this.links.close({ goodbye: reason }), this.qmp.close(), this.arbiter.close(), this.launcher?.stop(), this.protectionWrite]);
     this.setState('stopped', reason);
   }
 
@@ -978,7 +987,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     );
     this.setState('stale', `epoch ${e.newestSeen} (from ${from}) is newer than ours (${e.epoch})`);
     // The guest is the other node's now: its time unprotected is counted there, not here.
-    this.unprotectedSince = undefined;
+    this.setUnprotected(undefined);
     // Our guest running as primary beside the holder of the newer epoch is the split brain itself.
     // (Asked as if not stale: the role our QEMU had before the newer epoch was seen.)
     const before = currentRole({ installedAs: this.installedAs, coloMode: this.colo.status.mode, stale: false, recordedRole: this.recordedRole });
@@ -1172,13 +1181,15 @@ export class Agent extends EventEmitter<AgentEvents> {
         durationMs: Number(r.durationMs.toFixed(3)),
         ...(r.error && { error: r.error.message }),
       };
+      this.protection = { ...this.protection, lastFailover: { ...this.lastFailover, at: new Date().toISOString() } };
+      this.persistProtection();
       this.emit('failover', outcome);
       const steps = r.steps.map((s) => ({ step: s.name, outcome: s.outcome, ms: Number(s.durationMs.toFixed(3)) }));
       if (outcome.ok) {
         this.recordedRole = 'primary'; // the journal recorded it with the finished decision
         // Paused while we waited for the grant: ours to run now.
         if (this.guestStoppedBy === 'lease') await this.resumeGuest(`${r.sequence} done under a new epoch`);
-        this.unprotectedSince = this.clock.now();
+        this.setUnprotected(this.clock.now());
         this.peerReady = undefined;
         this.resumeBackoff.reset();
         this.nextResumeAt = 0;
@@ -1274,7 +1285,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     void this.colo.poll();
     if (o.ok) {
       const unprotectedMs = this.unprotectedSince === undefined ? 0 : this.clock.now() - this.unprotectedSince;
-      this.unprotectedSince = undefined;
+      this.setUnprotected(undefined);
       this.peerReady = undefined;
       this.resumeBackoff.reset();
       this.nextResumeAt = 0;
@@ -1330,7 +1341,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.recordedRole = 'secondary';
       }
       this.guestStoppedBy = undefined;
-      this.unprotectedSince = undefined;
+      this.setUnprotected(undefined);
       this.setState('ready-secondary', `our QEMU waits as a fresh secondary (NBD ${nbd.host}:${nbd.port}); told the primary`);
       this.announceReady();
     } catch (err) {
@@ -1350,6 +1361,21 @@ export class Agent extends EventEmitter<AgentEvents> {
       qemu: v ? `${v.major}.${v.minor}.${v.micro}` : '0.0.0',
     });
     this.announceTimer = this.clock.setTimeout(() => this.announceReady(), Math.max(100, this.cfg.heartbeat.intervalMs * 5));
+  }
+
+  /** The one place unprotectedSince changes: persisted (protection.json) so a restart keeps counting. */
+  private setUnprotected(since: number | undefined): void {
+    this.unprotectedSince = since;
+    const { unprotectedSince: _old, ...rest } = this.protection;
+    this.protection = since === undefined ? rest : { ...rest, unprotectedSince: new Date(Date.now() - (this.clock.now() - since)).toISOString() };
+    this.persistProtection();
+  }
+
+  /** Writes protection.json, one write at a time, each with the state as it is when its turn comes (so the last write is the newest state). */
+  private persistProtection(): void {
+    this.protectionWrite = this.protectionWrite
+      .then(() => writeProtectionState(this.cfg.node.stateDir, this.protection))
+      .catch((err: unknown) => this.log.warn({ err }, 'cannot write protection.json: unprotected time and last failover would start over after a restart'));
   }
 
   private readonly infoLogged = new Map<string, number>();
