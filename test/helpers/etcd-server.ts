@@ -4,6 +4,10 @@
  * teardown; every etcd is also SIGKILLed when the test process exits or is signalled
  * (exit-hooks.ts), and by the reaper when the test process itself is SIGKILLed (reaper.ts).
  *
+ * With `netns`, etcd runs inside another network namespace (a host of the lab, test/lab/netns.ts):
+ * on that host's fixed ports (it has its own port space), listening for clients on every address
+ * of the host, reached from this process at the address given.
+ *
  * Tests skip, printing etcdAvailable().reason, when no etcd binary is installed
  * (Debian/Ubuntu: apt-get install etcd-server). Override the binary with COLO_TEST_ETCD.
  */
@@ -39,6 +43,19 @@ export interface StartEtcdOptions {
    */
   fast?: boolean;
   readyTimeoutMs?: number;
+  /** Run etcd inside another network namespace (see the file comment). Default: on this host's 127.0.0.1, free ports. */
+  netns?: EtcdNetns;
+}
+
+export interface EtcdNetns {
+  /** The command etcd runs under, e.g. lab.wrap('w', []): it must exec etcd, so that `pid` is etcd's own. */
+  wrap: readonly string[];
+  /** The address this process reaches the namespace's clients' port on (e.g. the lab host's control address). */
+  reachHost: string;
+  /** Default 2379. */
+  clientPort?: number;
+  /** On the namespace's loopback. Default 2380. */
+  peerPort?: number;
 }
 
 export interface EtcdExit {
@@ -48,7 +65,7 @@ export interface EtcdExit {
 
 export interface RunningEtcd {
   readonly pid: number;
-  /** The client URL, http://127.0.0.1:<port>. */
+  /** The client URL, http://127.0.0.1:<port> (with `netns`, http://<reachHost>:<port>). */
   readonly endpoint: string;
   readonly clientPort: number;
   readonly dir: string;
@@ -95,17 +112,19 @@ class EtcdPortInUseError extends Error {}
 async function startOnce(opts: StartEtcdOptions): Promise<RunningEtcd> {
   const avail = etcdAvailable(opts.binary);
   if (!avail.available) throw new Error(avail.reason);
-  const clientPort = await freePort();
-  let peerPort = await freePort();
-  while (peerPort === clientPort) peerPort = await freePort();
+  const ns = opts.netns;
+  const clientPort = ns ? (ns.clientPort ?? 2379) : await freePort();
+  let peerPort = ns ? (ns.peerPort ?? 2380) : await freePort();
+  while (!ns && peerPort === clientPort) peerPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'colo-etcd-'));
   const name = `colo-test-${process.pid}`;
-  const client = `http://127.0.0.1:${clientPort}`;
+  const reachHost = ns?.reachHost ?? '127.0.0.1';
+  const client = `http://${reachHost}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', name,
     '--data-dir', join(dir, 'data'),
-    '--listen-client-urls', client,
+    '--listen-client-urls', ns ? `http://0.0.0.0:${clientPort}` : client,
     '--advertise-client-urls', client,
     '--listen-peer-urls', peer,
     '--initial-advertise-peer-urls', peer,
@@ -118,7 +137,8 @@ async function startOnce(opts: StartEtcdOptions): Promise<RunningEtcd> {
   ];
 
   onProcessEnd(killAllEtcdsNow);
-  const child = spawn(avail.binary, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
+  const [file, ...argv] = [...(ns?.wrap ?? []), avail.binary, ...args];
+  const child = spawn(file!, argv, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
   let stderrText = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d: string) => {
@@ -192,7 +212,7 @@ async function startOnce(opts: StartEtcdOptions): Promise<RunningEtcd> {
         if (/address already in use/i.test(stderrText)) throw new EtcdPortInUseError(`etcd could not bind its ports: ${lastLine(stderrText)}`);
         throw new Error(`etcd exited during startup (code ${exitStatus.code}, signal ${exitStatus.signal}): ${lastLine(stderrText)}`);
       }
-      if (await healthy(clientPort)) break;
+      if (await healthy(reachHost, clientPort)) break;
       if (Date.now() > deadline) throw new Error(`etcd not ready within ${opts.readyTimeoutMs ?? 15_000} ms: ${lastLine(stderrText)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -209,9 +229,9 @@ function lastLine(text: string): string {
 }
 
 /** GET /health answers {"health":"true"} once the member has a leader and serves requests. */
-function healthy(port: number): Promise<boolean> {
+function healthy(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/health', timeout: 1000 }, (res) => {
+    const req = http.get({ host, port, path: '/health', timeout: 1000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
