@@ -1,8 +1,15 @@
 /**
  * Split brain (issue 6): a randomized run of partition/kill trials on real QEMU pairs with real
- * agents and a real witness (test/helpers/split-brain.ts). Each trial brings up a fresh pair,
- * picks a scenario, waits for the outcome, and prints one line saying which side ended as the
- * running primary. The verdicts:
+ * agents and a real witness, on the lab of separate hosts (issue 12; test/lab/lab-split-brain.ts:
+ * host a the primary, host b the secondary, host w the witness, each a network namespace).
+ * Each trial brings up a fresh lab and pair, picks a scenario, waits for the outcome, and prints
+ * one line saying which side ended as the running primary.
+ *
+ * The faults: partitions and isolation are nftables drops inside the hosts (silent: no FIN, no
+ * RST); a host killed (`kill-*-host`) is, by the trial's seed, either a crash (every process of the
+ * host SIGKILLed: the kernel closes their sockets) or a power loss (the host's links dropped first,
+ * then its processes SIGKILLed behind the drop: nothing reaches the peer); the witness down is its
+ * process SIGKILLed. The verdicts:
  *
  * - no trial may end with two running primaries, and at no moment may both QEMUs run the guest
  *   as primary (followed from QEMU's own STOP/RESUME/COLO_EXIT stamps);
@@ -15,6 +22,7 @@
  * printed and can be set with COLO_TRIAL_SEED, the number of trials with COLO_TRIALS (default 21),
  * and COLO_TRIAL_SCENARIOS=a,b limits the run to some scenarios (to reproduce one).
  * Trials run one after another: each keeps two TCG QEMUs and three agents busy on these 2 cores.
+ * Without the lab (root, ip, nft) or QEMU that can do COLO, the run skips and says why.
  *
  * dist/ must be built (`npm test` does it first).
  */
@@ -22,7 +30,8 @@ import t, { type Test } from 'tap';
 import { killAllChildren, requireBuiltCli, sleep } from '../helpers/agent-process.js';
 import type { ColoRole } from '../helpers/colo-pair.js';
 import { mulberry32 } from '../helpers/prng.js';
-import { describeObservation, SIDES, startRig, type Observation, type Rig } from '../helpers/split-brain.js';
+import { describeObservation, SIDES, type Observation } from '../helpers/split-brain.js';
+import { startLabRigOrSkip, type LabRig as Rig } from '../lab/lab-split-brain.js';
 
 t.setTimeout(20 * 60_000);
 t.teardown(killAllChildren);
@@ -116,7 +125,7 @@ async function settle(rig: Rig, scenario: Scenario, killed: ColoRole | undefined
 
 async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenario): Promise<TrialResult | undefined> {
   const rnd = mulberry32(trialSeed);
-  const rig = await startRig(t, { arbiter: 'witness' });
+  const rig = await startLabRigOrSkip(t, { arbiter: 'witness' });
   if (!rig) return undefined;
   const problems: string[] = [];
   let killed: ColoRole | undefined;
@@ -135,18 +144,18 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
       await rig.isolate('secondary');
       break;
     case 'kill-primary-host':
-      killed = 'primary';
-      rig.killHost('primary');
+    case 'kill-secondary-host': {
+      killed = scenario === 'kill-primary-host' ? 'primary' : 'secondary';
+      const powerLoss = rnd() < 0.5;
+      await (powerLoss ? rig.powerLoss(killed) : rig.crashHost(killed));
+      notes.push(powerLoss ? 'power loss (no FIN/RST)' : 'crash (SIGKILL: FIN/RST)');
       break;
-    case 'kill-secondary-host':
-      killed = 'secondary';
-      rig.killHost('secondary');
-      break;
+    }
     case 'partition+witness-down': {
       const witnessFirst = rnd() < 0.5;
-      if (witnessFirst) rig.agents.witness!.kill('SIGKILL');
+      if (witnessFirst) rig.killWitness();
       await rig.cutPair();
-      if (!witnessFirst) rig.agents.witness!.kill('SIGKILL');
+      if (!witnessFirst) rig.killWitness();
       notes.push(witnessFirst ? 'witness killed, then cut' : 'cut, then witness killed');
       break;
     }
@@ -181,7 +190,7 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
   }
 
   // The partitions heal: the outcome must hold (or, with no arbiter, the primary must run again).
-  if (rig.partition.active.length > 0) {
+  if (rig.cuts.length > 0) {
     await rig.heal();
     const after = await rig.waitFor(
       (o) =>
@@ -214,8 +223,7 @@ async function runTrial(t: Test, n: number, trialSeed: number, scenario: Scenari
   const line = `trial ${n} seed=${trialSeed} scenario=${scenario} -> running primary: ${outcome}${notes.length ? ` [${notes.join('; ')}]` : ''}`;
   if (problems.length || pauses.length) {
     t.comment(`${line}\n  end: ${describeObservation(end)}\n  events:\n${rig.watch.describe()}`);
-    for (const side of SIDES) t.comment(rig.agents.agent(side).tail(40));
-    if (rig.agents.witness) t.comment(rig.agents.witness.tail(30));
+    t.comment(rig.tails(40));
   }
   await rig.stop();
   return { line, twoPrimaries: twoPrimaries || overlaps.length > 0, noneWhileHealthy, overlapMs, problems, pauses };
@@ -235,7 +243,7 @@ if (requireBuiltCli(t)) {
       await t.test(`trial ${i + 1}: ${scenario}`, async (tt) => {
         const res = await runTrial(tt, i + 1, trialSeed, scenario);
         if (!res) {
-          skipped = true; // no QEMU that can do COLO, or no iptables: said once is enough
+          skipped = true; // no lab or no QEMU that can do COLO: said once is enough
           return;
         }
         const line = `${res.line} (${((Date.now() - started) / 1000).toFixed(1)} s)`;

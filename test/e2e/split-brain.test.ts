@@ -1,12 +1,15 @@
 /**
- * Split brain (issue 6), end to end: real agent processes (`node dist/cli.js run`) on a real QEMU
- * COLO pair, a real arbiter (a witness agent process on 127.0.0.3, or a real etcd), and real
- * partitions (iptables DROP on loopback, test/helpers/partition.ts). What ran the guest is asked
- * of QEMU itself through the harness's own QMP socket, and followed from QEMU's events so that
- * not even a moment of two running primaries goes unseen (test/helpers/split-brain.ts).
+ * Split brain (issue 6), end to end on the lab of separate hosts (issue 12): real agent processes
+ * (`node dist/cli.js run`) on a real QEMU COLO pair, each host a network namespace of its own
+ * (test/lab/: host a the primary, host b the secondary), a real arbiter on host w (a witness agent
+ * process, or a real etcd), and real faults: partitions and isolation are nftables drops inside
+ * the hosts (no FIN, no RST), the arbiter down is a SIGKILLed witness or a hung (SIGSTOPped) w.
+ * What ran the guest is asked of QEMU itself through the harness's own QMP socket, and followed
+ * from QEMU's events so that not even a moment of two running primaries goes unseen
+ * (test/helpers/split-brain.ts; the rig is test/lab/lab-split-brain.ts).
  *
- * The subtests run one after another; each brings up its own pair, agents and arbiter. They
- * skip, saying why, without QEMU that can do COLO, without iptables (root), or without etcd.
+ * The subtests run one after another; each brings up its own lab, pair, agents and arbiter. They
+ * skip, saying why, without the lab (root, ip, nft), without QEMU that can do COLO, or without etcd.
  * They assert outcomes, never speeds; the handover gap QEMU's stamps show is printed as a comment.
  *
  * dist/ must be built (`npm test` does it first).
@@ -14,18 +17,10 @@
 import t, { type Test } from 'tap';
 import { killAllChildren, logMsg, requireBuiltCli, sleep, type AgentProcess } from '../helpers/agent-process.js';
 import { failoverDone, failoverStarting } from '../helpers/colo-agents.js';
-import { etcdAvailable, startEtcd, type RunningEtcd } from '../helpers/etcd-server.js';
 import { mulberry32 } from '../helpers/prng.js';
-import {
-  describeObservation,
-  grantedTakeover,
-  guestStopped,
-  startRig,
-  type ArbiterKind,
-  type Observation,
-  type Rig,
-} from '../helpers/split-brain.js';
+import { describeObservation, grantedTakeover, guestStopped, type ArbiterKind, type Observation } from '../helpers/split-brain.js';
 import type { ColoRole } from '../helpers/colo-pair.js';
+import { startLabRigOrSkip, type LabRig as Rig } from '../lab/lab-split-brain.js';
 
 const WAIT_MS = 15_000;
 
@@ -34,8 +29,7 @@ t.teardown(killAllChildren);
 
 /** The log tails of every process, for a failure message. */
 function tails(rig: Rig, lines = 30): string {
-  const procs: AgentProcess[] = [rig.agents.primary, rig.agents.secondary, ...(rig.agents.witness ? [rig.agents.witness] : [])];
-  return procs.map((p) => p.tail(lines)).join('\n');
+  return rig.tails(lines);
 }
 
 /** Exactly `side` runs the guest as primary now, and never were there two at once. */
@@ -77,21 +71,8 @@ async function expectLog(t: Test, rig: Rig, agent: AgentProcess, predicate: Para
   }
 }
 
-async function etcdOrSkip(t: Test) {
-  const avail = etcdAvailable();
-  if (!avail.available) {
-    t.pass('etcd', { skip: avail.reason });
-    return undefined;
-  }
-  return startEtcd({ t, fast: true });
-}
-
-async function rigFor(t: Test, arbiter: ArbiterKind, got?: { etcd?: RunningEtcd }): Promise<Rig | undefined> {
-  if (arbiter === 'witness') return startRig(t, { arbiter });
-  const etcd = await etcdOrSkip(t);
-  if (!etcd) return undefined;
-  if (got) got.etcd = etcd;
-  return startRig(t, { arbiter, etcd });
+function rigFor(t: Test, arbiter: ArbiterKind): Promise<Rig | undefined> {
+  return startLabRigOrSkip(t, { arbiter });
 }
 
 const epochOf = (o: Observation, side: ColoRole) => o.sides[side].agent?.epoch?.epoch;
@@ -100,7 +81,7 @@ const epochOf = (o: Observation, side: ColoRole) => o.sides[side].agent?.epoch?.
 async function linkCut(t: Test, arbiter: ArbiterKind): Promise<void> {
   const rig = await rigFor(t, arbiter);
   if (!rig) return;
-  const { agents } = rig;
+  const agents = { primary: rig.agent('primary'), secondary: rig.agent('secondary') };
   const sinceS = agents.secondary.cursor();
   await rig.cutPair();
   if (!(await expectLog(t, rig, agents.primary, failoverDone, 'the primary continues alone (primary-failover done)'))) return;
@@ -134,7 +115,7 @@ async function linkCut(t: Test, arbiter: ArbiterKind): Promise<void> {
 async function primaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
   const rig = await rigFor(t, arbiter);
   if (!rig) return;
-  const { agents } = rig;
+  const agents = { primary: rig.agent('primary'), secondary: rig.agent('secondary') };
   const sinceP = agents.primary.cursor();
   await rig.isolate('primary');
   if (!(await expectLog(t, rig, agents.secondary, failoverDone, 'the secondary takes over (secondary-failover done)'))) return;
@@ -162,7 +143,7 @@ async function primaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
 async function secondaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
   const rig = await rigFor(t, arbiter);
   if (!rig) return;
-  const { agents } = rig;
+  const agents = { primary: rig.agent('primary'), secondary: rig.agent('secondary') };
   const sinceS = agents.secondary.cursor();
   await rig.isolate('secondary');
   if (!(await expectLog(t, rig, agents.primary, failoverDone, 'the primary continues alone (primary-failover done)'))) return;
@@ -183,19 +164,19 @@ async function secondaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
 }
 
 /**
- * Test 4: the arbiter goes away while the pair is healthy (the witness SIGKILLed; etcd hung with
- * SIGSTOP, its port still open): nothing may happen, and it is used again once back.
+ * Test 4: the arbiter goes away while the pair is healthy (the witness SIGKILLed; etcd's host w
+ * hung: every process of w SIGSTOPped, its port still completing handshakes in w's kernel):
+ * nothing may happen, and it is used again once back.
  */
 async function arbiterDown(t: Test, arbiter: ArbiterKind): Promise<void> {
-  const got: { etcd?: RunningEtcd } = {};
-  const rig = await rigFor(t, arbiter, got);
+  const rig = await rigFor(t, arbiter);
   if (!rig) return;
-  const { agents } = rig;
+  const agents = { primary: rig.agent('primary'), secondary: rig.agent('secondary') };
   const since = { primary: agents.primary.cursor(), secondary: agents.secondary.cursor() };
-  if (arbiter === 'witness') agents.witness!.kill('SIGKILL');
+  if (arbiter === 'witness') rig.killWitness();
   else {
-    got.etcd!.kill('SIGSTOP');
-    t.teardown(() => got.etcd!.kill('SIGCONT')); // so that its stop() can end it
+    await rig.freezeArbiter();
+    t.teardown(() => rig.thawArbiter()); // so that etcd's stop() can end it
   }
   const unreachable = await rig.waitFor((o) => o.sides.primary.agent?.arbiter.reachable === false && o.sides.secondary.agent?.arbiter.reachable === false, WAIT_MS);
   t.ok(unreachable.ok, `both agents notice the ${arbiter} is gone (${describeObservation(unreachable.obs)})`);
@@ -209,7 +190,7 @@ async function arbiterDown(t: Test, arbiter: ArbiterKind): Promise<void> {
   }
   t.same([...seen].sort(), ['primary:peer-up:primary:running', 'secondary:peer-up:secondary:running'], 'both stayed peer-up, QEMUs running in their COLO modes');
   for (const side of ['primary', 'secondary'] as const) {
-    const a = agents.agent(side);
+    const a = agents[side];
     t.equal(a.find((r) => typeof r.msg === 'string' && r.msg.startsWith('agent state '), since[side]), undefined, `the ${side} agent changed no state`);
     t.equal(a.find((r) => guestStopped(r) || failoverStarting(r), since[side]), undefined, `the ${side} agent stopped no guest and started no failover`);
   }
@@ -217,8 +198,8 @@ async function arbiterDown(t: Test, arbiter: ArbiterKind): Promise<void> {
   assertOnlyRunningPrimary(t, rig, o, 'primary', `with the ${arbiter} down`);
 
   // And it comes back: both reach it again (with a witness, the primary holds its lease again).
-  if (arbiter === 'witness') await rig.agents.restartWitness();
-  else got.etcd!.kill('SIGCONT');
+  if (arbiter === 'witness') await rig.restartWitness();
+  else await rig.thawArbiter();
   const back = await rig.waitFor(
     (o) =>
       o.sides.primary.agent?.arbiter.reachable === true &&

@@ -1,49 +1,21 @@
 /**
- * The split-brain rig shared by test/e2e/split-brain.test.ts and split-brain-trials.test.ts: a
- * real QEMU COLO pair, its two real agents, their arbiter (a witness process on 127.0.0.3, or an
- * etcd), and iptables partitions (partition.ts) between any of them; plus the observer that says,
- * from QEMU itself, which side runs the guest as primary, now and at every moment so far.
- *
- * Partitions, by port (every loopback connection leaves from 127.0.0.1 unless bound, see
- * partition.ts):
- * - the pair link: both agents' heartbeat ports and every port that crosses between the hosts
- *   (NBD, migration, mirror0, compare1, and the secondary's own mirror0/compare1 for after a
- *   takeover, see below). The compare0/compare_out chardev pairs are local to one host: a real
- *   partition does not touch them, so neither do we. The agents' TCP probe of the peer QEMU hits
- *   one of these ports and so goes silent, as in a real partition;
- * - a node's arbiter link: witness: its connections from its heartbeat.listen address to the
- *   witness port; etcd: its own forwarder to etcd (both agents would reach etcd from 127.0.0.1,
- *   so each dials etcd through an in-process forwarder on its own host and port).
- *
- * One loopback artefact: after a secondary takeover, the new primary's QEMU adds listeners on
- * 0.0.0.0:mirrorPort/compare1Port and 127.0.0.1:compare0Port/compareOutPort, which on one machine
- * clash with the old primary's (alive in a partition, paused). So the secondary agent gets its own
- * free ports for these four keys, as the demo's partition drill does; its probe of the primary then
- * targets its own mirrorPort, which nothing listens on while the pair is joined (`refused` instead
- * of `alive`). That port is in the pair cut, so during a partition the probe is `silent` as on two
- * hosts; while joined, the arbiter still refuses a takeover against a live lease holder.
+ * What the split-brain tests (test/e2e/split-brain.test.ts, split-brain-trials.test.ts) and the
+ * separate-hosts test read of a real QEMU COLO pair: the observer that says, from QEMU itself,
+ * which side runs the guest as primary now (pairObserver), and the watch that says it for every
+ * moment so far (PrimaryWatch); plus the log predicates those tests look for. The rig that brings
+ * the pair, its agents, its arbiter and its faults up on the lab of separate hosts is
+ * test/lab/lab-split-brain.ts.
  *
  * "Running primary" (the tests' outcome): query-status says running AND query-colo-status mode is
  * not `secondary` (a COLO secondary's VM also says running). PrimaryWatch follows the same from
  * QEMU's own events (STOP/RESUME/COLO_EXIT, stamped by QEMU on the host clock) to find any moment
  * at which both sides ran the guest as primary.
  */
-import net from 'node:net';
 import { ColoAgentError } from '../../src/errors.js';
 import type { QmpClient, QmpEvent } from '../../src/qmp/index.js';
-import { FaultProxy } from './fault-proxy.js';
-import { AGENT_HOSTS, sleep, type LogPredicate } from './agent-process.js';
-import {
-  FAST_HEARTBEAT,
-  startColoAgents,
-  WITNESS_HOST,
-  type AgentStatusJson,
-  type ColoAgents,
-  type ColoAgentsOptions,
-} from './colo-agents.js';
-import { queryColoStatus, queryStatus, startColoPairOrSkip, type ColoPair, type ColoRole, type SkippableTest } from './colo-pair.js';
-import type { RunningEtcd } from './etcd-server.js';
-import { dropFlow, dropPorts, iptablesAvailable, Partition, type DropRule } from './partition.js';
+import { sleep, type LogPredicate } from './agent-process.js';
+import type { AgentStatusJson } from './colo-agents.js';
+import { queryColoStatus, queryStatus, type ColoRole } from './colo-pair.js';
 
 export const SIDES: readonly ColoRole[] = ['primary', 'secondary'];
 
@@ -54,48 +26,6 @@ export class SplitBrainRigError extends ColoAgentError {
 }
 
 export type ArbiterKind = 'witness' | 'etcd';
-
-export interface RigOptions {
-  arbiter: ArbiterKind;
-  /** Required with arbiter etcd (startEtcd({ fast: true }) for a 1 s TTL). */
-  etcd?: RunningEtcd;
-  /** More agent options (heartbeat, failover, sets). */
-  agents?: Omit<ColoAgentsOptions, 't' | 'arbiter' | 'statusEndpoints'>;
-  /** arbiter.leaseMs with a witness. Default 500. */
-  leaseMs?: number;
-  /** arbiter.etcd.leaseTtlSeconds. Default 1. */
-  leaseTtlSeconds?: number;
-  /** How long to wait for the steady state (peers up, arbiter reachable, the primary's lease held). Default 20000. */
-  steadyTimeoutMs?: number;
-}
-
-export interface Rig {
-  readonly arbiter: ArbiterKind;
-  readonly pair: ColoPair;
-  readonly agents: ColoAgents;
-  readonly partition: Partition;
-  readonly watch: PrimaryWatch;
-  /** Every port of the pair link (see the file comment). */
-  readonly pairPorts: readonly number[];
-  /** Rules that cut the pair link. */
-  pairRules(): DropRule[];
-  /** Rules that cut one node from its arbiter. */
-  arbiterRules(side: ColoRole): DropRule[];
-  /** Cut the pair link (group 'pair'). */
-  cutPair(): Promise<void>;
-  /** Cut one node from the peer AND the arbiter, in one transaction (group 'isolate-<side>'). */
-  isolate(side: ColoRole): Promise<void>;
-  /** Remove every cut. */
-  heal(): Promise<void>;
-  /** SIGKILL a side's QEMU and agent in the same tick (a crashed host); the watch records it. */
-  killHost(side: ColoRole): void;
-  /** Which side runs the guest as primary now, and what each agent says. */
-  observe(): Promise<Observation>;
-  /** Poll observe() until `predicate` holds; the last observation either way. */
-  waitFor(predicate: (o: Observation) => boolean, timeoutMs: number, pollMs?: number): Promise<{ ok: boolean; obs: Observation }>;
-  /** Stops everything (also done at teardown). */
-  stop(): Promise<void>;
-}
 
 // ---- observation ----
 
@@ -385,218 +315,80 @@ export class PrimaryWatch {
   }
 }
 
-// ---- the rig ----
+// ---- observing a pair ----
 
-/**
- * Ports free on each host now, distinct from each other and from `exclude`: every listener stays
- * open until all are picked (one freePort() after another can hand out the same port twice).
- */
-async function heldFreePorts(hosts: readonly string[], exclude: ReadonlySet<number>): Promise<number[]> {
-  const servers: net.Server[] = [];
-  const ports: number[] = [];
-  try {
-    for (const host of hosts) {
-      for (;;) {
-        const s = net.createServer();
-        servers.push(s);
-        await new Promise<void>((resolve, reject) => {
-          s.once('error', reject);
-          s.listen(0, host, () => resolve());
-        });
-        const port = (s.address() as net.AddressInfo).port;
-        if (!exclude.has(port)) {
-          ports.push(port);
-          break;
-        }
-      }
-    }
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  }
-  return ports;
+/** What the observer reads of one side: its QEMU (over the harness's own QMP client) and its agent. */
+export interface ObservedSide {
+  readonly qemu: { readonly qmp: QmpClient; alive(): boolean };
+  agentAlive(): boolean;
+  /** The agent's GET /status; rejects when it does not answer. */
+  status(timeoutMs: number): Promise<AgentStatusJson>;
 }
 
-const COLO_KEYS_OF_NEW_PRIMARY = ['mirrorPort', 'compare1Port', 'compare0Port', 'compareOutPort'] as const;
+export interface PairObserver {
+  /** Which side runs the guest as primary now, and what each agent says. */
+  observe(): Promise<Observation>;
+  /** Poll observe() until `predicate` holds; the last observation either way. */
+  waitFor(predicate: (o: Observation) => boolean, timeoutMs: number, pollMs?: number): Promise<{ ok: boolean; obs: Observation }>;
+}
 
 /**
- * Starts the rig, or skips `t` (printing why) and returns undefined when QEMU cannot do COLO or
- * iptables cannot be used. Everything is stopped at t's teardown.
+ * Observes both sides: each QEMU's query-status and query-colo-status, each agent's /status. A
+ * QEMU whose QMP hangs (see QemuView.fromEvents) gets no new query until the last one answered;
+ * meanwhile its state comes from `watch()`'s events, when there is a watch.
  */
-export async function startRig(t: SkippableTest & { comment(...m: unknown[]): unknown }, opts: RigOptions): Promise<Rig | undefined> {
-  const ipt = iptablesAvailable();
-  if (!ipt.available) {
-    t.pass('partitions', { skip: ipt.reason });
-    return undefined;
-  }
-  if (opts.arbiter === 'etcd' && !opts.etcd) throw new SplitBrainRigError('arbiter etcd needs opts.etcd');
-
-  const pair = await startColoPairOrSkip(t);
-  if (!pair) return undefined;
-  // The new primary's listeners after a takeover (see the file comment): free on every address,
-  // picked once the pair holds its own (the config refuses two colo keys on one port).
-  const [mirrorPort, compare1Port, compare0Port, compareOutPort] = await heldFreePorts(['0.0.0.0', '0.0.0.0', '127.0.0.1', '127.0.0.1'], new Set(Object.values(pair.ports)));
-  const own = { mirrorPort: mirrorPort!, compare1Port: compare1Port!, compare0Port: compare0Port!, compareOutPort: compareOutPort! };
-
-  const cleanups: Array<() => Promise<unknown> | unknown> = [];
-  let stopped: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopped ??= (async () => {
-      for (const c of cleanups.splice(0).reverse()) {
-        try {
-          await c();
-        } catch {
-          // best effort: the rest must still go
-        }
-      }
-    })();
-    return stopped;
-  };
-  t.teardown(stop);
-
-  try {
-    const partition = await Partition.create();
-    cleanups.push(() => partition.close());
-
-    // etcd: each agent through its own forwarder, so that one can be cut alone.
-    const forwarders: Partial<Record<ColoRole, FaultProxy>> = {};
-    if (opts.arbiter === 'etcd') {
-      for (const side of SIDES) {
-        const f = await FaultProxy.start({ name: `etcd via ${side}`, listenHost: AGENT_HOSTS[side], targetHost: '127.0.0.1', targetPort: opts.etcd!.clientPort });
-        forwarders[side] = f;
-        cleanups.push(() => f.close());
-      }
-    }
-
-    const agentOpts = opts.agents ?? {};
-    const agents = await startColoAgents(pair, {
-      heartbeat: { ...FAST_HEARTBEAT, ...agentOpts.heartbeat },
-      failover: { reprobeIntervalMs: 200, ...agentOpts.failover },
-      ...agentOpts,
-      statusEndpoints: true,
-      arbiter:
-        opts.arbiter === 'witness'
-          ? { mode: 'witness', leaseMs: opts.leaseMs ?? 500 }
-          : { mode: 'etcd', endpoints: (side) => [`http://${forwarders[side]!.address}`], leaseTtlSeconds: opts.leaseTtlSeconds ?? 1 },
-      setsFor: (side) => [
-        ...(side === 'secondary' ? COLO_KEYS_OF_NEW_PRIMARY.map((k) => `colo.${k}=${own[k]}`) : []),
-        ...(agentOpts.setsFor?.(side) ?? []),
-      ],
-    });
-    cleanups.push(() => agents.stop());
-
-    const hbPort = (side: ColoRole) => Number(agents.heartbeatListen[side].split(':').pop());
-    const p = pair.ports;
-    const pairPorts = [hbPort('primary'), hbPort('secondary'), p.nbdPort, p.migrationPort, p.mirrorPort, p.compare1Port, own.mirrorPort, own.compare1Port];
-    const witnessPort = agents.witnessAddress ? Number(agents.witnessAddress.split(':').pop()) : undefined;
-    const pairRules = () => [dropPorts(pairPorts)];
-    const arbiterRules = (side: ColoRole): DropRule[] =>
-      opts.arbiter === 'witness' ? [dropFlow(AGENT_HOSTS[side], WITNESS_HOST, witnessPort!)] : [dropPorts([forwarders[side]!.port])];
-
-    // A QEMU whose QMP hangs (see QemuView.fromEvents) gets no new query until the last one answered.
-    const pending: Partial<Record<ColoRole, Promise<unknown>>> = {};
-    let watchRef: PrimaryWatch | undefined;
-    const queryQemu = async (side: ColoRole): Promise<QemuView> => {
-      const s = pair.side(side);
-      if (!s.alive()) return { alive: false };
-      const fromEvents = (error: string): QemuView => ({
+export function pairObserver(sides: (side: ColoRole) => ObservedSide, watch: () => PrimaryWatch | undefined): PairObserver {
+  const pending: Partial<Record<ColoRole, Promise<unknown>>> = {};
+  const queryQemu = async (side: ColoRole): Promise<QemuView> => {
+    const s = sides(side).qemu;
+    if (!s.alive()) return { alive: false };
+    const fromEvents = (error: string): QemuView => {
+      const w = watch();
+      return {
         alive: s.alive(),
         error,
-        ...(watchRef && { fromEvents: true, running: watchRef.running(side), mode: watchRef.mode(side), status: watchRef.running(side) ? 'running (events)' : 'paused (events)' }),
-      });
-      if (pending[side]) return fromEvents('QMP busy: an earlier query is still unanswered');
-      const q = Promise.all([queryStatus(s), queryColoStatus(s)]);
-      pending[side] = q;
-      void q.then(
-        () => (pending[side] = undefined),
-        () => (pending[side] = undefined),
-      );
-      try {
-        const [st, colo] = await withTimeout(q, 1000, `${side} QEMU`);
-        return { alive: true, running: st.running, status: st.status, mode: colo.mode };
-      } catch (err) {
-        return fromEvents((err as Error).message);
-      }
+        ...(w && { fromEvents: true, running: w.running(side), mode: w.mode(side), status: w.running(side) ? 'running (events)' : 'paused (events)' }),
+      };
     };
-    const observe = async (): Promise<Observation> => {
-      const at = Date.now();
-      const entries = await Promise.all(
-        SIDES.map(async (side): Promise<[ColoRole, SideView]> => {
-          const agentAlive = agents.agent(side).alive;
-          const agentP = agentAlive ? agents.status(side, 1500).catch(() => undefined) : Promise.resolve(undefined);
-          const [qemu, agent] = await Promise.all([queryQemu(side), agentP]);
-          return [side, { qemu, agent, agentAlive, runningPrimary: isRunningPrimary(qemu) }];
-        }),
-      );
-      const sides = Object.fromEntries(entries) as Record<ColoRole, SideView>;
-      return { at, sides, runningPrimaries: SIDES.filter((s) => sides[s].runningPrimary) };
-    };
-
-    const steady = await waitSteady(agents, opts.steadyTimeoutMs ?? 20_000);
-    if (!steady.ok) throw new SplitBrainRigError(`no steady state within ${opts.steadyTimeoutMs ?? 20_000} ms: ${steady.why}`);
-
-    const watch = await PrimaryWatch.start(pair);
-    watchRef = watch;
-    cleanups.push(() => watch.close());
-
-    const rig: Rig = {
-      arbiter: opts.arbiter,
-      pair,
-      agents,
-      partition,
-      watch,
-      pairPorts,
-      pairRules,
-      arbiterRules,
-      cutPair: () => partition.cut('pair', pairRules()),
-      isolate: (side) => partition.cut(`isolate-${side}`, [...pairRules(), ...arbiterRules(side)]),
-      heal: () => partition.heal(),
-      killHost: (side) => {
-        const at = Date.now();
-        pair.side(side).kill('SIGKILL');
-        agents.agent(side).kill('SIGKILL');
-        watch.killed(side, at);
-      },
-      observe,
-      waitFor: async (predicate, timeoutMs, pollMs = 150) => {
-        const end = Date.now() + timeoutMs;
-        for (;;) {
-          const obs = await observe();
-          if (predicate(obs)) return { ok: true, obs };
-          if (Date.now() >= end) return { ok: false, obs };
-          await sleep(pollMs);
-        }
-      },
-      stop,
-    };
-    return rig;
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
-/** Both peers up, both agents reach the arbiter, the primary holds its lease. */
-async function waitSteady(agents: ColoAgents, timeoutMs: number): Promise<{ ok: boolean; why: string }> {
-  const end = Date.now() + timeoutMs;
-  let why = '';
-  for (;;) {
+    if (pending[side]) return fromEvents('QMP busy: an earlier query is still unanswered');
+    const q = Promise.all([queryStatus(s), queryColoStatus(s)]);
+    pending[side] = q;
+    void q.then(
+      () => (pending[side] = undefined),
+      () => (pending[side] = undefined),
+    );
     try {
-      const [p, s] = await Promise.all([agents.status('primary'), agents.status('secondary')]);
-      const problems: string[] = [];
-      for (const [side, st] of [['primary', p], ['secondary', s]] as const) {
-        if (st.state !== 'peer-up') problems.push(`${side} state ${st.state}`);
-        if (!st.arbiter.reachable) problems.push(`${side} arbiter unreachable`);
-        if (st.epoch?.epoch !== 0) problems.push(`${side} epoch ${st.epoch?.epoch}`);
-      }
-      if (!((p.arbiter.leaseRemainingMs ?? 0) > 0)) problems.push(`primary lease ${p.arbiter.leaseRemainingMs}`);
-      if (problems.length === 0) return { ok: true, why: '' };
-      why = problems.join(', ');
+      const [st, colo] = await withTimeout(q, 1000, `${side} QEMU`);
+      return { alive: true, running: st.running, status: st.status, mode: colo.mode };
     } catch (err) {
-      why = (err as Error).message;
+      return fromEvents((err as Error).message);
     }
-    if (Date.now() >= end) return { ok: false, why };
-    await sleep(100);
-  }
+  };
+  const observe = async (): Promise<Observation> => {
+    const at = Date.now();
+    const entries = await Promise.all(
+      SIDES.map(async (side): Promise<[ColoRole, SideView]> => {
+        const agentAlive = sides(side).agentAlive();
+        const agentP = agentAlive ? sides(side).status(1500).catch(() => undefined) : Promise.resolve(undefined);
+        const [qemu, agent] = await Promise.all([queryQemu(side), agentP]);
+        return [side, { qemu, agent, agentAlive, runningPrimary: isRunningPrimary(qemu) }];
+      }),
+    );
+    const bySide = Object.fromEntries(entries) as Record<ColoRole, SideView>;
+    return { at, sides: bySide, runningPrimaries: SIDES.filter((s) => bySide[s].runningPrimary) };
+  };
+  return {
+    observe,
+    waitFor: async (predicate, timeoutMs, pollMs = 150) => {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const obs = await observe();
+        if (predicate(obs)) return { ok: true, obs };
+        if (Date.now() >= end) return { ok: false, obs };
+        await sleep(pollMs);
+      }
+    },
+  };
 }
 
 // ---- log predicates the split-brain tests read ----
