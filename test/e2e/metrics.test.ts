@@ -1,47 +1,58 @@
 /**
- * End to end metrics: real agent processes (`node dist/cli.js run`) on a real QEMU COLO pair
- * (test/helpers/colo-pair.ts), each agent with its Prometheus endpoint on loopback (the primary's
- * on 127.0.0.1, the secondary's on 127.0.0.2), scraped over HTTP by this test and parsed as the
- * text exposition format (a strict parser below: a malformed line fails the test).
+ * End to end metrics: real agent processes (`node dist/cli.js run`) on a real QEMU COLO pair on
+ * the lab of separate hosts (test/lab/lab-colo.ts: host a the primary QEMU and its agent, host b
+ * the secondary and its agent, each a network namespace; heartbeats on both of the hosts' links),
+ * each agent with its Prometheus endpoint on 0.0.0.0:9464 of its host, scraped over HTTP by this
+ * test through the host's control link (lab.controlAddr) and parsed as the text exposition format
+ * (a strict parser below: a malformed line fails the test).
  *
  * The agents are attached *before* the migration into COLO, so that their COLO monitors see
  * what happens then (the colo-start, and on 7.2 the first checkpoint, which may already
- * deadlock): they start first, on the pair's pre-picked ports, with qemu.qmp pointing at a path
- * in our temp dir that does not exist yet; when the harness spawns each QEMU (found in /proc as
- * our child by test/helpers/colo-spawn-watch.ts), that path becomes a symlink to the QEMU's
- * agent socket (qmp0.sock) and the agent's QMP reconnect loop (10-100 ms) finds it.
+ * deadlock): they start first, inside their hosts, on the topology the pair will have (the lab's
+ * addresses and documented ports, prepareLabColoOrSkip), with qemu.qmp pointing at a path in our
+ * temp dir that does not exist yet; when the harness spawns each QEMU inside its host (`ip netns
+ * exec` execs, so QEMU is still our child, found in /proc by test/helpers/colo-spawn-watch.ts),
+ * that path becomes a symlink to the QEMU's agent socket (qmp0.sock: a file, the same from every
+ * namespace) and the agent's QMP reconnect loop (10-100 ms) finds it. The secondary's link waits
+ * until the harness has exported the secondary's disk (still before the migration): an agent
+ * attached to a fresh secondary beside a primary not yet in COLO prepares the NBD export itself,
+ * and the harness's own nbd-server-start then fails (see linkQmpWhenSpawned).
  *
  * 1. A normal pair (x-checkpoint-delay 600 s): COLO modes, roles, peer up, heartbeat RTT
- *    histograms, the colo-start; then the secondary host dies (its QEMU and agent SIGKILLed) and
- *    the primary agent's failover shows in its metrics, /status and /healthz.
+ *    histograms, the colo-start; then the secondary host crashes (lab.crash: its QEMU and agent
+ *    SIGKILLed) and the primary agent's failover shows in its metrics, /status and /healthz.
  * 2. A small checkpoint delay (1 s): QEMU 7.2 under TCG deadlocks the primary at the end of a
  *    checkpoint (facts §3), usually the first, sometimes the second or third; the primary agent
  *    must export it as a stalled checkpoint. On other versions: checkpoints are counted.
  *
- * Skipped with the harness's reason where this QEMU cannot do COLO. dist/ must be built (`npm
- * test` does it first). No timed assertions: the waits are generous bounds, not targets.
+ * Skipped with the harness's reason where this QEMU cannot do COLO, or without the lab (root, ip,
+ * nft). dist/ must be built (`npm test` does it first). No timed assertions: the waits are generous
+ * bounds, not targets.
  */
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { AgentStatus } from '../../src/agent.js';
 import { AGENT_STATES } from '../../src/metrics/registry.js';
-import { agentState, killAllChildren, requireBuiltCli, sleep, withMetricsEndpoints, type AgentProcess, type MetricsAddresses } from '../helpers/agent-process.js';
-import { startColoAgents, waitColoReady, waitFailoverDone, type ColoAgents, type ColoAgentsTarget } from '../helpers/colo-agents.js';
-import { coloSupport, resolveColoConfig } from '../helpers/colo-cmdline.js';
-import { pickColoPorts, startColoPairOrSkip, type ColoPair, type ColoRole } from '../helpers/colo-pair.js';
+import { QmpClient } from '../../src/qmp/index.js';
+import { agentState, killAllChildren, linkDown, linkUp, peerTransition, requireBuiltCli, sleep, type AgentProcess } from '../helpers/agent-process.js';
+import { waitColoReady, waitFailoverDone } from '../helpers/colo-agents.js';
+import { coloSupport } from '../helpers/colo-cmdline.js';
+import type { ColoPair, ColoRole } from '../helpers/colo-pair.js';
 import { watchColoQemuSpawns, type SpawnedColoQemu } from '../helpers/colo-spawn-watch.js';
 import { fetchMetrics, httpGet } from '../helpers/http.js';
 import { qemuAvailable } from '../helpers/qemu.js';
+import { BRING_UP_HOST, prepareLabColoOrSkip, type LabColo } from '../lab/lab-colo.js';
 
-const WAIT_MS = 20_000;
+/** A bound for a loaded 2-core machine, not a target. */
+const WAIT_MS = 30_000;
 const NODES: Record<ColoRole, string> = { primary: 'colo-a', secondary: 'colo-b' };
 
 const avail = await qemuAvailable();
 const support = avail.ok ? coloSupport(avail) : avail;
 const skip = support.ok ? false : support.reason;
 
+t.setTimeout(5 * 60_000);
 t.teardown(killAllChildren);
 
 // ---- the text exposition format, parsed strictly ----
@@ -217,64 +228,98 @@ async function scrapeUntil(address: string, ok: (e: Exposition) => boolean, time
 // ---- a pair with agents attached from its start ----
 
 interface Setup {
+  lc: LabColo;
   pair: ColoPair;
-  agents: ColoAgents;
-  /** HOST:PORT of each agent's metrics endpoint. */
-  metrics: MetricsAddresses;
+  /** Each role's agent at bring-up (a's the primary's, b's the secondary's). */
+  agents: Record<ColoRole, AgentProcess>;
+  /** HOST:PORT of each agent's metrics endpoint, on its host's control link. */
+  metrics: Record<ColoRole, string>;
 }
 
 /**
- * Until stopped: as soon as our child QEMU named `primary` / `secondary` appears, link
- * links[side] to its agent QMP socket (qmp0.sock). QEMUs alive before the call are ignored.
+ * Until stopped: as soon as our child QEMU named `primary` appears, link links.primary to its agent
+ * QMP socket (qmp0.sock); the secondary's link is made once the harness has exported its disk
+ * (nbdExport in query-block-exports, asked on its spare socket qmp2.sock), still before the
+ * migration. Attached earlier, the secondary's agent sees a fresh secondary beside a primary not in
+ * COLO and prepares the export itself (nbd-server-start), racing the harness's own bring-up, which
+ * then fails with "NBD server already running". QEMUs alive before the call are ignored.
  */
-function linkQmpWhenSpawned(links: Record<ColoRole, string>): { linked: Set<ColoRole>; stop(): void } {
+function linkQmpWhenSpawned(links: Record<ColoRole, string>, nbdExport: string): { linked: Set<ColoRole>; stop(): Promise<void> } {
   const linked = new Set<ColoRole>();
   const ac = new AbortController();
-  const onSpawn = (q: SpawnedColoQemu) => {
+  const pending: Array<Promise<void>> = [];
+  const link = (q: SpawnedColoQemu) => {
     symlinkSync(q.qmpPath, links[q.role]);
     linked.add(q.role);
   };
+  const linkOnceExported = async (q: SpawnedColoQemu): Promise<void> => {
+    const spare = new QmpClient({ address: `unix:${q.qmpPath.replace(/qmp0\.sock$/, 'qmp2.sock')}`, reconnect: { initialMs: 10, maxMs: 50 } });
+    try {
+      spare.connect().catch(() => undefined); // the socket appears once QEMU is up
+      await spare.waitUntilReady(WAIT_MS);
+      while (!ac.signal.aborted) {
+        const exports = await spare.execute<Array<{ id: string }>>('query-block-exports');
+        if (exports.some((e) => e.id === nbdExport)) return link(q);
+        await sleep(5);
+      }
+    } finally {
+      await spare.close();
+    }
+  };
+  const onSpawn = (q: SpawnedColoQemu) => {
+    if (q.role === 'primary') link(q);
+    else pending.push(linkOnceExported(q).catch(() => undefined));
+  };
   watchColoQemuSpawns({ qmpSocket: 0, signal: ac.signal, ignoreExisting: true, onSpawn });
-  return { linked, stop: () => ac.abort() };
+  return {
+    linked,
+    stop: async () => {
+      ac.abort();
+      await Promise.all(pending);
+    },
+  };
 }
 
 /**
- * Agents first (heartbeating, metrics on, QMP not there yet), then the pair on the ports they were
- * configured with. Undefined when this QEMU cannot do COLO (the test is then skipped with the reason).
+ * Agents first (inside their hosts, heartbeating, metrics on, QMP not there yet), then the pair on
+ * the topology they were configured with. Undefined after a skip (no lab, or this QEMU cannot do COLO).
  */
 async function setup(t: Test, opts: { checkpointDelayMs?: number; sets?: string[] } = {}): Promise<Setup | undefined> {
-  const dir = mkdtempSync(join(tmpdir(), 'colo-mx-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ports = await pickColoPorts();
-  const overrides = { ...ports, ...(opts.checkpointDelayMs !== undefined && { checkpointDelayMs: opts.checkpointDelayMs }) };
-  const colo = resolveColoConfig(overrides, ports);
-  const links: Record<ColoRole, string> = { primary: join(dir, 'primary-qmp.sock'), secondary: join(dir, 'secondary-qmp.sock') };
+  const ahead = await prepareLabColoOrSkip(t, {
+    arbiter: 'none',
+    ...(opts.checkpointDelayMs !== undefined && { colo: { checkpointDelayMs: opts.checkpointDelayMs } }),
+    // Find the QEMU's socket (our symlink) within 100 ms of its appearing. Heartbeat 100 ms x 20: a
+    // scheduling stall of a loaded machine while the QEMUs start is no outage (no timed assertion here).
+    sets: ['qemu.reconnectInitialMs=10', 'qemu.reconnectMaxMs=100', 'heartbeat.missThreshold=20', 'heartbeat.suspectMisses=10', ...(opts.sets ?? [])],
+  });
+  if (!ahead) return undefined;
+  const links: Record<ColoRole, string> = { primary: join(ahead.dir, 'primary-qmp.sock'), secondary: join(ahead.dir, 'secondary-qmp.sock') };
+  const host = BRING_UP_HOST;
+  // The pair as the agents see it before it exists: its topology (ahead.colo), and QMP at our links, not there yet.
+  const [primary, secondary] = await Promise.all([ahead.startAgent(host.primary, `unix:${links.primary}`), ahead.startAgent(host.secondary, `unix:${links.secondary}`)]);
+  await Promise.all([primary.waitForPeerState('up', WAIT_MS), secondary.waitForPeerState('up', WAIT_MS)]);
 
-  // The pair as the agents see it before it exists: its topology, and QMP at our links, not there yet.
-  const pairAhead: ColoAgentsTarget = { colo, side: (role) => ({ agentQmpAddress: `unix:${links[role]}` }) };
-  const { started: agents, metrics } = await withMetricsEndpoints((setsFor) =>
-    startColoAgents(pairAhead, {
-      t,
-      // Find the QEMU's socket (our symlink) within 100 ms of its appearing.
-      sets: ['qemu.reconnectInitialMs=10', 'qemu.reconnectMaxMs=100', ...(opts.sets ?? [])],
-      setsFor,
-      waitReady: false,
-    }),
-  );
-  await Promise.all([agents.primary.waitForPeerState('up', WAIT_MS), agents.secondary.waitForPeerState('up', WAIT_MS)]);
-
-  const linker = linkQmpWhenSpawned(links);
-  let pair: ColoPair | undefined;
+  const linker = linkQmpWhenSpawned(links, ahead.colo.nbdExport);
+  let lc: LabColo | undefined;
   try {
-    pair = await startColoPairOrSkip(t, { colo: overrides });
+    lc = await ahead.startPair();
   } finally {
-    linker.stop();
+    await linker.stop();
   }
-  if (!pair) return undefined;
-  t.same(pair.colo, colo, 'the pair runs the topology the agents were configured with');
-  t.same([...linker.linked].sort(), ['primary', 'secondary'], 'both agents were pointed at their QEMU as it was spawned');
+  if (!lc) return undefined;
+  t.same(lc.pair.colo, ahead.colo, 'the pair runs the topology the agents were configured with');
+  t.same([...linker.linked].sort(), ['primary', 'secondary'], 'both agents were pointed at their QEMU before the migration');
+  const agents = { primary, secondary };
   await waitColoReady(agents, WAIT_MS);
-  return { pair, agents, metrics };
+  return { lc, pair: lc.pair, agents, metrics: { primary: lc.metricsAddress(host.primary), secondary: lc.metricsAddress(host.secondary) } };
+}
+
+/** What the agent logged about its peer and its heartbeat links, one line each (for a failure message). */
+function heartbeatTalk(a: AgentProcess): string {
+  return a
+    .filter((r) => peerTransition()(r) || linkUp()(r) || linkDown()(r))
+    .map((e) => `  ${String(e.record?.time)} ${e.line}`)
+    .join('\n');
 }
 
 /** 'COLO started' records of the agent's COLO monitor. */
@@ -316,7 +361,9 @@ if (requireBuiltCli(t)) {
       t.ok(logged >= 1, `${name}: the monitor saw the colo-start`);
       t.equal(e.value('colo_agent_checkpoints_total'), 0, `${name}: no checkpoint (x-checkpoint-delay ${pair.colo.checkpointDelayMs} ms)`);
       t.equal(e.value('colo_agent_checkpoint_stalled'), 0, `${name}: not stalled`);
-      t.equal(e.value('colo_agent_peer_outages_total'), 0, `${name}: no peer outage yet`);
+      const outages = e.value('colo_agent_peer_outages_total');
+      t.equal(outages, 0, `${name}: no peer outage yet`);
+      if (outages !== 0) t.comment(`${name}'s peer detector and links said:\n${heartbeatTalk(agents[side])}`);
       t.equal(e.value('colo_agent_failovers_total', { sequence: 'primary-failover', result: 'success' }), 0, `${name}: no failover yet`);
     }
 
@@ -324,8 +371,7 @@ if (requireBuiltCli(t)) {
     const primary = agents.primary;
     const since = primary.cursor();
     const faultAt = Date.now();
-    pair.secondary.kill('SIGKILL');
-    agents.secondary.kill('SIGKILL');
+    await s.lc.lab.crash(BRING_UP_HOST.secondary);
     const timing = await waitFailoverDone(primary, since, faultAt, WAIT_MS);
     t.equal(timing.sequence, 'primary-failover');
     await primary.waitForLog(agentState('solo'), WAIT_MS, { since });
