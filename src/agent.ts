@@ -285,6 +285,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private peerName: string | undefined;
   private peerSession: string | undefined;
   private peerSummary: HealthSummary | undefined;
+  /** The heartbeat interval the peer's frames announce (its pace); undefined until one arrives. */
+  private peerIntervalMs: number | undefined;
   /** The peer session that announced a planned stop: its silence is not a failure. */
   private peerSaidGoodbye: string | undefined;
   /** Newest peer send time fed to the peer detector, so one round seen on several links counts once. */
@@ -561,11 +563,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     };
     const target = withConfigKeys(this.cfg, next, result.applied);
     if (result.applied.some((k) => k.startsWith('heartbeat.'))) {
-      const tunables = liveDetectorTunables(target.heartbeat);
-      // The peer detector first: if it refuses the thresholds, nothing has changed yet (the
-      // per-link detectors take the same values, so they cannot refuse what it accepted).
-      this.peer.updateOptions(tunables);
-      for (const d of this.linkDetectors.values()) d.updateOptions(tunables);
+      // The peer detector first (inside): if it refuses the thresholds, nothing has changed yet.
+      this.applyDetectorTunables(target.heartbeat);
+      // Our links announce the new interval in their next frame, sent at once: the peer's detector follows it.
       if (target.heartbeat.intervalMs !== this.cfg.heartbeat.intervalMs) this.links.updateInterval(target.heartbeat.intervalMs);
     }
     this.setConfig(target, next, changed, result);
@@ -672,7 +672,23 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private detectorTunables() {
     const hb = this.cfg.heartbeat;
-    return { ...liveDetectorTunables(hb), startupGraceMs: hb.startupGraceMs };
+    return { ...this.peerTunables(hb), startupGraceMs: hb.startupGraceMs };
+  }
+
+  /**
+   * What our detectors of the peer use: our thresholds (how many missed beats we tolerate is our
+   * policy) at the PEER's pace, the interval its heartbeats announce (as BFD detects at the
+   * remote's transmit interval). Until it has announced one, our own interval.
+   */
+  private peerTunables(hb: HeartbeatConfig) {
+    return { ...liveDetectorTunables(hb), intervalMs: this.peerIntervalMs ?? hb.intervalMs };
+  }
+
+  /** Our detectors of the peer take `hb`'s thresholds at the peer's announced pace; the peer detector first, so a refusal changes nothing. */
+  private applyDetectorTunables(hb: HeartbeatConfig): void {
+    const tunables = this.peerTunables(hb);
+    this.peer.updateOptions(tunables);
+    for (const d of this.linkDetectors.values()) d.updateOptions(tunables);
   }
 
   private wire(): void {
@@ -728,6 +744,20 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private onHeartbeat(e: HeartbeatEvent): void {
+    // The peer's pace first, so this beat is judged against the interval it was sent at.
+    const announced = e.summary.intervalMs;
+    if (announced !== undefined && announced !== this.peerIntervalMs && e.peerSession === this.peerSession) {
+      this.log.info({ from: this.peerIntervalMs ?? this.cfg.heartbeat.intervalMs, to: announced }, "the peer's heartbeat interval: our detectors follow it");
+      const before = this.peerIntervalMs;
+      this.peerIntervalMs = announced;
+      try {
+        this.applyDetectorTunables(this.cfg.heartbeat);
+      } catch (err) {
+        // Our thresholds at its pace fail the detector's own checks (its timer limit): keep the old pace.
+        this.peerIntervalMs = before;
+        this.rateLimitedInfo('peer-interval', { err: (err as Error).message, announced }, "cannot follow the peer's announced heartbeat interval; keeping the old one");
+      }
+    }
     this.linkDetector(e.link).beat(e.receivedAt);
     if (e.peerSession !== this.peerSession) return; // a stale session's last frames
     if (e.sentAt <= this.lastFedSentAt) return;
@@ -1421,24 +1451,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     else this.log.info(fields, changed.length > 0 ? 'config reloaded' : 'config reloaded: nothing changed');
     if (levelChanged && !louder) root.level = next.log.level;
 
-    const b = before.heartbeat;
-    const n = next.heartbeat;
-    if (n.intervalMs !== b.intervalMs) {
-      // Heartbeats do not carry the interval: the peer's detector expects the old one until the
-      // peer is reloaded too. The side whose detector uses the shorter interval sees beats from a
-      // sender using the longer one, and suspects it once a gap reaches its suspect timeout.
-      const fast = Math.min(b.intervalMs, n.intervalMs);
-      const slow = Math.max(b.intervalMs, n.intervalMs);
-      const fastSide = n.intervalMs > b.intervalMs ? b : n;
-      if (slow >= fast * fastSide.suspectMisses) {
-        const down = slow >= fast * fastSide.missThreshold;
-        this.log.warn(
-          { fromMs: b.intervalMs, toMs: n.intervalMs, suspectAfterMs: fast * fastSide.suspectMisses, downAfterMs: fast * fastSide.missThreshold },
-          n.intervalMs > b.intervalMs
-            ? `heartbeat interval raised past the peer's timeouts: the peer will ${down ? 'declare us down' : 'suspect us'} until it is reloaded with the same interval`
-            : `heartbeat interval lowered so far that the peer's beats look late: we will ${down ? 'declare it down' : 'suspect it'} until it is reloaded with the same interval`,
-        );
-      }
+    if (next.heartbeat.intervalMs !== before.heartbeat.intervalMs) {
+      // Our frames announce the interval (HealthSummary.intervalMs) and the peer's detector follows
+      // it, so either side may change it first. A peer of an older version would not: say so.
+      this.log.info(
+        { fromMs: before.heartbeat.intervalMs, toMs: next.heartbeat.intervalMs, peerAnnounces: this.peerIntervalMs !== undefined },
+        'heartbeat interval changed: announced to the peer in our next frame, its detector follows',
+      );
     }
     if (!before.failover.enabled && next.failover.enabled && this.current === 'peer-down') {
       // A reload is not a failure signal: enabling failover does not act on a silence seen before.

@@ -388,7 +388,9 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
     this.settings.intervalMs = ms;
     this.deriveIntervalSettings();
     for (const c of this.conns) c.settingsChanged();
-    if (this.roundTimer !== undefined) this.scheduleRound();
+    // A round now announces the new interval before any longer gap than the peer expects (as BFD
+    // announces a slower Desired Min TX before it slows down); the next rounds follow at the new pace.
+    if (this.roundTimer !== undefined) this.round();
     this.log.info({ intervalMs: ms }, 'heartbeat interval changed');
   }
 
@@ -428,17 +430,20 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
    */
   private scheduleRound(): void {
     this.clock.clearTimeout(this.roundTimer);
-    this.roundTimer = this.clock.setTimeout(() => {
-      if (this.closing) return;
-      const summary = this.currentSummary();
-      if (summary) {
-        const sentAt = this.clock.now();
-        const links: string[] = [];
-        for (const c of this.conns) if (c.sendRoundHeartbeat(sentAt, summary) && c.established) links.push(c.link);
-        if (links.length > 0) this.fire('sent', { sentAt, links });
-      }
-      this.scheduleRound();
-    }, this.settings.intervalMs);
+    this.roundTimer = this.clock.setTimeout(() => this.round(), this.settings.intervalMs);
+  }
+
+  /** One heartbeat on every link, then the next round one interval later. */
+  private round(): void {
+    if (this.closing) return;
+    const summary = this.currentSummary();
+    if (summary) {
+      const sentAt = this.clock.now();
+      const links: string[] = [];
+      for (const c of this.conns) if (c.sendRoundHeartbeat(sentAt, summary) && c.established) links.push(c.link);
+      if (links.length > 0) this.fire('sent', { sentAt, links });
+    }
+    this.scheduleRound();
   }
 
   private deriveIntervalSettings(): void {
@@ -454,7 +459,8 @@ export class HeartbeatLinks extends EventEmitter<HeartbeatLinksEvents> {
 
   private currentSummary(): HealthSummary | undefined {
     try {
-      const s = this.opts.summary();
+      // The interval is the links' fact, not the caller's: stamped here from what the rounds use.
+      const s = { ...this.opts.summary(), intervalMs: this.settings.intervalMs };
       encodePayload({ type: 'heartbeat', body: { sentAt: 0, summary: s } }, 0); // validates
       this.lastSummary = s;
     } catch (err) {

@@ -14,7 +14,7 @@
  *
  * Wire shapes:
  *   HELLO      {"name","role","session":16 hex,"protocolVersion":1..255,"nonce":32 hex}
- *   HEARTBEAT  {"sentAt":ms >= 0,"summary":{"role","coloMode","qemuReachable"[,"agentState"]}}
+ *   HEARTBEAT  {"sentAt":ms >= 0,"summary":{"role","coloMode","qemuReachable"[,"agentState"][,"intervalMs":1..600000]}}
  *   ACK        {"seq":integer >= 0,"sentAt":ms >= 0}   (echo of the acknowledged HEARTBEAT)
  *   GOODBYE    {"reason":string of at most 200 characters, no control characters}
  * and every payload, of every type, also carries {"epoch": integer >= 0}: the sender's arbitration
@@ -27,6 +27,9 @@ import { MessageType, RESERVED_TYPES, reservedTypeName, type ReservedTypeName } 
 export const COLO_MODES = ['none', 'primary', 'secondary', 'unknown'] as const;
 export type ColoModeName = (typeof COLO_MODES)[number];
 
+/** The largest heartbeat interval a summary may announce (ms): ten minutes, far above any sane setting. */
+export const MAX_ANNOUNCED_INTERVAL_MS = 600_000;
+
 export interface HealthSummary {
   /** The agent's role, a short lower-case token (e.g. `primary`, `secondary`). */
   role: string;
@@ -34,6 +37,12 @@ export interface HealthSummary {
   qemuReachable: boolean;
   /** The agent's state machine state, a short lower-case token. */
   agentState?: string;
+  /**
+   * The interval the sender sends its heartbeats at (as BFD's Desired Min TX): the receiver's
+   * detector expects beats at this pace, so either side can change its interval on a running pair
+   * without the other suspecting it. Stamped by HeartbeatLinks from the interval it really uses.
+   */
+  intervalMs?: number;
 }
 
 export interface HelloBody {
@@ -148,6 +157,7 @@ function summaryOf(v: unknown): HealthSummary {
   if (typeof o.qemuReachable !== 'boolean') throw new FieldError('summary.qemuReachable is not a boolean');
   const s: HealthSummary = { role, coloMode: coloMode as ColoModeName, qemuReachable: o.qemuReachable };
   if (Object.hasOwn(o, 'agentState')) s.agentState = str(o, 'agentState', TOKEN_RE, 'summary');
+  if (Object.hasOwn(o, 'intervalMs')) s.intervalMs = int(o, 'intervalMs', 1, MAX_ANNOUNCED_INTERVAL_MS, 'summary');
   return s;
 }
 
@@ -232,6 +242,7 @@ function wireOf(msg: Message): unknown {
       const s = msg.body.summary;
       const summary: Obj = { role: s.role, coloMode: s.coloMode, qemuReachable: s.qemuReachable };
       if (s.agentState !== undefined) summary.agentState = s.agentState;
+      if (s.intervalMs !== undefined) summary.intervalMs = s.intervalMs;
       return { sentAt: msg.body.sentAt, summary };
     }
     case 'ack':

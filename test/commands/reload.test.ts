@@ -116,19 +116,15 @@ t.test('Agent.reload: nothing changed; the reload line survives a quieter log le
   t.ok(records.some((r) => r.msg === 'config reloaded' && r.level === 'info'), 'logged at info before the level went to warn');
 });
 
-t.test('Agent.reload: a large interval step warns that the peer will suspect us', async (t) => {
+t.test('Agent.reload: an interval change is announced to the peer, not warned about', async (t) => {
   const { agent, records } = unstartedAgent(t, exampleConfig());
-  agent.reload(exampleConfig(['heartbeat.intervalMs=300'])); // 300 >= 100 * missThreshold 3
-  const warn = records.find((r) => typeof r.msg === 'string' && r.msg.startsWith('heartbeat interval raised'));
-  t.ok(warn, 'warned');
-  t.match(warn, { fromMs: 100, toMs: 300, suspectAfterMs: 200, downAfterMs: 300, msg: /the peer will declare us down/ });
-  // Back down to 100: our detector now expects 100 ms beats; a peer still at 300 looks late.
-  agent.reload(exampleConfig());
-  t.ok(records.some((r) => r.msg === "heartbeat interval lowered so far that the peer's beats look late: we will declare it down until it is reloaded with the same interval"));
-  // A small step (within suspectMisses) does not warn.
-  const before = records.length;
-  agent.reload(exampleConfig(['heartbeat.intervalMs=150']));
-  t.notOk(records.slice(before).some((r) => r.level === 'warn'), 'no warning for 100 -> 150');
+  agent.reload(exampleConfig(['heartbeat.intervalMs=300']));
+  t.match(
+    records.find((r) => typeof r.msg === 'string' && r.msg.startsWith('heartbeat interval changed: announced')),
+    { level: 'info', fromMs: 100, toMs: 300, peerAnnounces: false },
+    'logged at info: the peer follows the announced interval',
+  );
+  t.notOk(records.some((r) => r.level === 'warn'), 'no warning: either side may change first');
 });
 
 t.test('Agent.reload: thresholds a detector refuses change nothing', async (t) => {
@@ -259,6 +255,29 @@ t.test('SIGHUP on a running pair', async (t) => {
     }
     // Several beats at the new interval, with the detectors and links watching.
     await sleep(1500);
+    for (const [i, a] of both.entries()) assertUndisturbed(t, a, since[i]!);
+  });
+
+  // Each side's frames announce its interval and the other's detectors follow it (as BFD), so a
+  // pair can change timers one node at a time. Without that, the 10x step below would make the
+  // side still at 200 ms suspect (and declare down) the side already at 2000 ms.
+  await t.test('a rolling interval change, either side first, raises no suspicion', async (t) => {
+    const since = both.map((a) => a.cursor());
+    const step = async (side: Side, intervalMs: number) => {
+      const mark = agents[side].cursor();
+      running[side] = { ...running[side], heartbeat: { ...running[side].heartbeat, intervalMs } };
+      writeConfig(file[side], running[side]);
+      agents[side].kill('SIGHUP');
+      await agents[side].waitForLog(logMsg('heartbeat interval changed', { intervalMs }), WAIT_MS, { since: mark });
+      const other = agents[side === 'primary' ? 'secondary' : 'primary'];
+      const followed = await other.waitForLog((r) => r.msg === "the peer's heartbeat interval: our detectors follow it" && r.to === intervalMs, WAIT_MS);
+      t.ok(followed, `${other.name} follows ${side}'s ${intervalMs} ms`);
+      await sleep(3 * intervalMs + 500); // a few beats at the new pace
+    };
+    await step('primary', 2000); // raise, primary first
+    await step('secondary', 2000);
+    await step('secondary', 200); // lower, secondary first
+    await step('primary', 200);
     for (const [i, a] of both.entries()) assertUndisturbed(t, a, since[i]!);
   });
 

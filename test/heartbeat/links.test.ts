@@ -34,7 +34,7 @@ t.test('handshake, heartbeats both ways, RTT, peer sessions', async (t) => {
 
   const hb = await aBeat;
   t.match(hb, { link: 'in:127.0.0.1', peerName: 'node-b', peerSession: b.session });
-  t.same(hb.summary, { role: 'secondary', coloMode: 'secondary', qemuReachable: true, agentState: 'healthy' });
+  t.same(hb.summary, { role: 'secondary', coloMode: 'secondary', qemuReachable: true, agentState: 'healthy', intervalMs: 25 }, 'the links stamp the interval they send at');
   t.type(hb.receivedAt, 'number');
   t.match(await bBeat, { link: addr, peerName: 'node-a', summary: { role: 'primary', coloMode: 'primary' } });
   const [ar, br] = await Promise.all([aRtt, bRtt]);

@@ -121,3 +121,13 @@ t.test('refuses to encode what a peer would refuse', async (t) => {
   cyclic.self = cyclic;
   t.throws(() => encodePayload({ type: 'peer-qemu-gone', body: cyclic }, 0), InvalidMessageError);
 });
+
+t.test('HEARTBEAT summary.intervalMs: the sender announces its pace; out of range is malformed', async (t) => {
+  const m: Message = { type: 'heartbeat', body: { sentAt: 1, summary: { role: 'primary', coloMode: 'primary', qemuReachable: true, intervalMs: 200 } } };
+  const { typeCode, payload } = encodePayload(m, 0);
+  t.strictSame(decodePayload(typeCode, payload), { ...m, epoch: 0 }, 'round trip');
+  for (const bad of [0, -5, 1.5, 600_001, '200']) {
+    const raw = Buffer.from(JSON.stringify({ sentAt: 1, summary: { role: 'primary', coloMode: 'primary', qemuReachable: true, intervalMs: bad }, epoch: 0 }));
+    t.throws(() => decodePayload(MessageType.HEARTBEAT, raw), MalformedFrameError, `intervalMs ${JSON.stringify(bad)}`);
+  }
+});
