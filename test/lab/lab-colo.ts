@@ -242,6 +242,7 @@ async function startHarness(t: SkippableTest, lab: Lab, opts: LabColoOptions, co
     history.push(a);
     return a;
   };
+  const metricsAddress = (h: PairHost): string => hostPort(lab.controlAddr(h), METRICS_PORT);
   const labColo: LabColoHarness = {
     lab,
     arbiter: opts.arbiter,
@@ -252,13 +253,13 @@ async function startHarness(t: SkippableTest, lab: Lab, opts: LabColoOptions, co
     agentOptions,
     startAgent: startOne,
     status: async (h, timeoutMs = 1500) => {
-      const reply = await httpRequest(hostPort(lab.controlAddr(h), METRICS_PORT), '/status', { timeoutMs });
+      const reply = await httpRequest(metricsAddress(h), '/status', { timeoutMs });
       if (reply.status !== 200) throw new Error(`GET /status of ${h}: HTTP ${reply.status}`);
       return JSON.parse(reply.body) as AgentStatusJson;
     },
     transcript: (lines = 60) => history.map((a) => `--- ${a.name}, pid ${a.pid}${a.alive ? '' : ' (ended)'}:\n${a.tail(lines)}`).join('\n'),
     journalPath: (h) => join(stateDir(h), JOURNAL_FILE_NAME),
-    metricsAddress: (h) => hostPort(lab.controlAddr(h), METRICS_PORT),
+    metricsAddress,
     restartAgent: async (h) => {
       const last = lastStart[h];
       if (!last) throw new Error(`restartAgent(${h}): its agent was never started`);
