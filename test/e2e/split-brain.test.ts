@@ -71,9 +71,18 @@ async function expectLog(t: Test, rig: Rig, agent: AgentProcess, predicate: Para
   }
 }
 
-function rigFor(t: Test, arbiter: ArbiterKind): Promise<Rig | undefined> {
-  return startLabRigOrSkip(t, { arbiter });
+function rigFor(t: Test, arbiter: ArbiterKind, sets?: string[]): Promise<Rig | undefined> {
+  return startLabRigOrSkip(t, { arbiter, ...(sets && { sets }) });
 }
+
+/**
+ * Test 4 asserts that nothing at all happens while the pair is healthy: with 100 ms x 3 a stall of
+ * the shared machine (both agents missed each other's heartbeats at the same moment, seen here
+ * under load) makes a healthy pair look cut off, and with the arbiter down that pauses the guest
+ * as designed. The peer counts as lost only after 1.5 s of silence (1.2 s suspect) instead: the
+ * test is about the arbiter going away, not about detection.
+ */
+const STALL_TOLERANT_HEARTBEAT = ['heartbeat.missThreshold=15', 'heartbeat.suspectMisses=12'];
 
 const epochOf = (o: Observation, side: ColoRole) => o.sides[side].agent?.epoch?.epoch;
 
@@ -169,7 +178,7 @@ async function secondaryIsolated(t: Test, arbiter: ArbiterKind): Promise<void> {
  * nothing may happen, and it is used again once back.
  */
 async function arbiterDown(t: Test, arbiter: ArbiterKind): Promise<void> {
-  const rig = await rigFor(t, arbiter);
+  const rig = await rigFor(t, arbiter, STALL_TOLERANT_HEARTBEAT);
   if (!rig) return;
   const agents = { primary: rig.agent('primary'), secondary: rig.agent('secondary') };
   const since = { primary: agents.primary.cursor(), secondary: agents.secondary.cursor() };
