@@ -33,7 +33,7 @@ import type { QmpEvent } from '../../src/qmp/index.js';
 import { agentState, logMsg, sleep, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { waitFailoverDone, WITNESS_CONFIG, type AgentStatusJson, type FailoverTiming } from '../helpers/colo-agents.js';
 import type { SkippableTest } from '../helpers/colo-pair.js';
-import { startLabColoOrSkip, peerOf, type LabColo, type PairHost } from '../lab/lab-colo.js';
+import { BRING_UP_HOST, startLabColoOrSkip, peerOf, type LabColo, type PairHost } from '../lab/lab-colo.js';
 import type { Phase } from './matrix.js';
 import { QemuFleet } from './qemu-fleet.js';
 
@@ -48,8 +48,8 @@ const RESYNC_DATA_MB = 16;
 const RESYNC_SPEED_BYTES = 4 * 1024 * 1024;
 export const RESYNC_THROTTLED_MS = Math.round((RESYNC_DATA_MB * 1024 * 1024 * 1000) / RESYNC_SPEED_BYTES);
 
-/** The pair's bring-up role of a host: freshSecondaryCommand names hosts so. */
-const BRING_UP: Record<PairHost, 'primary' | 'secondary'> = { a: 'primary', b: 'secondary' };
+/** The pair's bring-up role of a host (freshSecondaryCommand and the pair's sides name hosts so). */
+const BRING_UP: Record<PairHost, 'primary' | 'secondary'> = { [BRING_UP_HOST.primary]: 'primary', [BRING_UP_HOST.secondary]: 'secondary' } as Record<PairHost, 'primary' | 'secondary'>;
 
 export interface TrialLabOptions {
   /** failover.unresponsivePeerMs (a frozen peer is fenced after this much silence). */
