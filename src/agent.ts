@@ -1346,6 +1346,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const eligible = WATCHING.has(this.current) || this.current === 'stale' || this.current === 'solo';
     if (!eligible || this.qmp.status !== 'ready' || this.colo.status.mode !== 'none' || !this.epochs) return;
     if (this.peer.state !== 'up' || this.peerEpoch === undefined || this.peerSummary?.coloMode !== 'none') return;
+    // Only a peer running solo resumes into a fresh secondary. During an operator's first bring-up
+    // (both QEMUs fresh, the primary not yet in COLO) the documented sequence starts the NBD export
+    // itself: preparing it here too would make that step fail with "NBD server already running".
+    if (this.peerSummary.agentState !== 'solo') return;
     this.lastPrepareCheck = now;
     this.preparing = true;
     try {
