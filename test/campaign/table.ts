@@ -13,7 +13,8 @@ export interface TrialResult {
 
 function percentile(sorted: number[], q: number): number | undefined {
   if (sorted.length === 0) return undefined;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  // Nearest rank: the p50 of two trials is the lower one, not the max.
+  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1))];
 }
 
 const ms = (v: number | undefined) => (v === undefined ? '-' : String(Math.round(v)));
