@@ -30,10 +30,10 @@ import { writeFileSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { freshSecondaryCommand } from '../../src/qemu/colo-launch.js';
 import type { QmpEvent } from '../../src/qmp/index.js';
-import { agentState, logMsg, sleep, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { agentState, logMsg, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { waitFailoverDone, WITNESS_CONFIG, type AgentStatusJson, type FailoverTiming } from '../helpers/colo-agents.js';
 import type { SkippableTest } from '../helpers/colo-pair.js';
-import { BRING_UP_HOST, startLabColoOrSkip, peerOf, type LabColo, type PairHost } from '../lab/lab-colo.js';
+import { BRING_UP_HOST, startLabColoOrSkip, peerOf, steadyProblems, waitAgentStatuses, type LabColo, type PairHost } from '../lab/lab-colo.js';
 import type { Phase } from './matrix.js';
 import { QemuFleet } from './qemu-fleet.js';
 
@@ -218,15 +218,7 @@ export class TrialLab {
 
   /** Both agents peer-up and the witness reachable, the primary holding the lease; '' or why not. */
   async waitSteady(timeoutMs = WAIT_MS): Promise<string> {
-    return this.waitAgents(timeoutMs, (st) => {
-      const problems: string[] = [];
-      for (const h of ['a', 'b'] as const) {
-        if (st[h].state !== 'peer-up') problems.push(`${h} ${st[h].state}`);
-        if (!st[h].arbiter.reachable) problems.push(`${h}: witness unreachable`);
-      }
-      if (!((st[this.primary].arbiter.leaseRemainingMs ?? 0) > 0)) problems.push(`${this.primary} holds no lease`);
-      return problems;
-    });
+    return this.waitAgents(timeoutMs, (st) => steadyProblems('witness', this.primary, st));
   }
 
   /** Solo: the primary's agent solo with the lease, the other host's agent up and seeing it. */
@@ -241,21 +233,8 @@ export class TrialLab {
     });
   }
 
-  private async waitAgents(timeoutMs: number, problemsOf: (st: Record<PairHost, AgentStatusJson>) => string[]): Promise<string> {
-    const end = Date.now() + timeoutMs;
-    let why = '';
-    for (;;) {
-      try {
-        const [a, b] = await Promise.all([this.lc.status('a'), this.lc.status('b')]);
-        const problems = problemsOf({ a, b });
-        if (problems.length === 0) return '';
-        why = problems.join(', ');
-      } catch (err) {
-        why = (err as Error).message;
-      }
-      if (Date.now() >= end) return why;
-      await sleep(100);
-    }
+  private waitAgents(timeoutMs: number, problemsOf: (st: Record<PairHost, AgentStatusJson>) => string[]): Promise<string> {
+    return waitAgentStatuses(this.lc, timeoutMs, problemsOf);
   }
 
   /** COLO seen back in QEMU (a primary and a secondary on the two hosts); the time, or undefined. */

@@ -2,6 +2,7 @@
  * The campaign's one table: phase x fault -> trials, held, takeover ms p50/max against the bound,
  * and how to replay each failed trial. Pure text.
  */
+import { FAULTS, PHASES, type Fault, type Phase } from './matrix.js';
 import type { Trial } from './plan.js';
 import type { TrialVerdict } from './verdict.js';
 
@@ -32,7 +33,12 @@ export function campaignTable(results: TrialResult[], seed: number): string {
     byCell.set(k, [...(byCell.get(k) ?? []), r]);
   }
   const rows: string[][] = [['phase', 'fault', 'trials', 'held', 'takeover p50', 'max', 'bound', 'safety']];
-  for (const [k, rs] of byCell) {
+  // In the matrix's order: phase, then fault, as the issue's phases and faults read.
+  const order = (k: string) => {
+    const [p, f] = k.split('\t') as [Phase, Fault];
+    return PHASES.indexOf(p) * 100 + FAULTS.indexOf(f);
+  };
+  for (const [k, rs] of [...byCell].sort(([x], [y]) => order(x) - order(y))) {
     const [phase, fault] = k.split('\t') as [string, string];
     const t = rs.map((r) => r.verdict.takeoverMs).filter((v): v is number => v !== undefined).sort((a, b) => a - b);
     const breaches = rs.filter((r) => r.verdict.safety.length > 0).length;
@@ -43,11 +49,11 @@ export function campaignTable(results: TrialResult[], seed: number): string {
   if (failed.length > 0) {
     lines.push('', 'failed trials (replay: npm run campaign -- --seed SEED --only INDEX):');
     for (const r of failed) {
-      const what = [...r.verdict.safety.map((s) => `SAFETY: ${s}`), ...r.verdict.liveness];
+      const what = [...r.verdict.safety.map((s) => `SAFETY: ${s}`), ...r.verdict.liveness, ...(r.verdict.overBound ? [r.verdict.overBound] : [])];
       lines.push(`  #${r.trial.index} ${r.trial.phase} / ${r.trial.fault} (--seed ${seed} --only ${r.trial.index}): ${what.join('; ')}`);
     }
   }
   const violations = results.filter((r) => r.verdict.safety.length > 0).length;
-  lines.push('', `${results.length} trials, ${results.length - failed.length} held, ${violations} with safety violations, ${failed.length - violations} liveness failures; seed ${seed}`);
+  lines.push('', `${results.length} trials, ${results.length - failed.length} held, ${violations} with safety violations, ${failed.length - violations} liveness failures or takeovers over their bound; seed ${seed}`);
   return `${lines.join('\n')}\n`;
 }

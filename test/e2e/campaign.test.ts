@@ -44,6 +44,8 @@ else if (requireBuiltCli(t)) {
           const diag = out.verdict.held ? {} : { replay, notes: out.notes, transcript: out.transcript };
           t.same(out.verdict.safety, [], `safety (${out.expectation.why})`, diag);
           t.same(out.verdict.liveness, [], 'liveness', diag);
+          // How fast is the benchmark's business (npm run campaign): a loaded CI machine is slower, not wrong.
+          if (out.verdict.overBound) t.comment(`over its bound (a figure, not a failure): ${out.verdict.overBound}`);
         });
       }
       t.comment(`\n${campaignTable(results, seed)}`);

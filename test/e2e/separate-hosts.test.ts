@@ -32,7 +32,7 @@ import { agentState, killAllChildren, logMsg, requireBuiltCli, sleep, type Agent
 import { coloModeSeen, failoverStarting, noTakeover, waitFailoverDone } from '../helpers/colo-agents.js';
 import { queryColoStatus, queryStatus } from '../helpers/colo-pair.js';
 import { PrimaryWatch, type WatchedPair } from '../helpers/split-brain.js';
-import { describeAgents, startLabColoOrSkip, type LabArbiter, type LabColo, type PairHost } from '../lab/lab-colo.js';
+import { describeAgents, startLabColoOrSkip, steadyProblems, waitAgentStatuses, type LabArbiter, type LabColo, type PairHost } from '../lab/lab-colo.js';
 
 const WAIT_MS = 30_000;
 /** drive-mirror of the disk and migration of the guest's RAM under TCG on 2 busy cores. */
@@ -71,26 +71,8 @@ async function assertSteady(t: Test, lc: LabColo, primary: PairHost, what: strin
   return why === '';
 }
 
-async function waitSteady(lc: LabColo, primary: PairHost, timeoutMs = 20_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  let why = '';
-  for (;;) {
-    try {
-      const st = { a: await lc.status('a'), b: await lc.status('b') };
-      const problems: string[] = [];
-      for (const h of ['a', 'b'] as const) {
-        if (st[h].state !== 'peer-up') problems.push(`${h} state ${st[h].state}`);
-        if (lc.arbiter === 'witness' && !st[h].arbiter.reachable) problems.push(`${h} arbiter unreachable`);
-      }
-      if (lc.arbiter === 'witness' && !((st[primary].arbiter.leaseRemainingMs ?? 0) > 0)) problems.push(`${primary} holds no lease`);
-      if (problems.length === 0) return '';
-      why = problems.join(', ');
-    } catch (err) {
-      why = (err as Error).message;
-    }
-    if (Date.now() >= end) return why;
-    await sleep(100);
-  }
+function waitSteady(lc: LabColo, primary: PairHost, timeoutMs = 20_000): Promise<string> {
+  return waitAgentStatuses(lc, timeoutMs, (st) => steadyProblems(lc.arbiter, primary, st));
 }
 
 /** A QMP client of our own on a QEMU the agent launched (its harness socket appears once it is up). */

@@ -296,3 +296,32 @@ export async function describeAgents(lc: LabColo): Promise<string> {
   );
   return parts.join(' | ');
 }
+
+/** Polls both agents' /status until `problemsOf` finds none: '' then, else at the timeout the last problems (why not). */
+export async function waitAgentStatuses(lc: Pick<LabColo, 'status'>, timeoutMs: number, problemsOf: (st: Record<PairHost, AgentStatusJson>) => string[]): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  let why = '';
+  for (;;) {
+    try {
+      const [a, b] = await Promise.all([lc.status('a'), lc.status('b')]);
+      const problems = problemsOf({ a, b });
+      if (problems.length === 0) return '';
+      why = problems.join(', ');
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (Date.now() >= end) return why;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** What keeps a pair from its steady state: both agents peer-up, the witness reachable, `primary` holding the lease. */
+export function steadyProblems(arbiter: LabArbiter, primary: PairHost, st: Record<PairHost, AgentStatusJson>): string[] {
+  const problems: string[] = [];
+  for (const h of PAIR_HOSTS) {
+    if (st[h].state !== 'peer-up') problems.push(`${h} state ${st[h].state}`);
+    if (arbiter === 'witness' && !st[h].arbiter.reachable) problems.push(`${h} arbiter unreachable`);
+  }
+  if (arbiter === 'witness' && !((st[primary].arbiter.leaseRemainingMs ?? 0) > 0)) problems.push(`${primary} holds no lease`);
+  return problems;
+}
