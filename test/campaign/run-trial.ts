@@ -129,7 +129,7 @@ async function play(tl: TrialLab, trial: Trial, e: Expectation, notes: string[])
   const { lab } = tl.lc;
   const note = (s: string) => notes.push(`+${Date.now() - faultAt} ms ${s}`);
   // A random moment: inside the throttled copy for during-resync, else shortly after the phase settled.
-  await sleep(trial.phase === 'during-resync' ? 200 + Math.floor(rnd() * (RESYNC_THROTTLED_MS / 3)) : Math.floor(rnd() * 300));
+  await sleep(trial.phase === 'during-resync' ? 200 + Math.floor(rnd() * (RESYNC_THROTTLED_MS / 6)) : Math.floor(rnd() * 300));
   const faultAt = Date.now();
   const f = trial.fault;
   const role = f.endsWith('-primary') ? 'primary' : f.endsWith('-secondary') ? 'secondary' : undefined;
