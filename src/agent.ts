@@ -119,7 +119,7 @@ export interface LastFailover {
 
 export interface AgentStatus {
   node: string;
-  /** The role this node plays now (core/topology.ts: COLO mode, else stale epoch, else journal, else node.role). */
+  /** The role this node plays now (core/topology.ts: a stale epoch, else the COLO mode, else the journal, else node.role). */
   role: string;
   /** Which host runs the primary and which the secondary now, and which fact said so (absent from an older agent's /status). */
   topology?: { self: string; peer: string; primaryHost: string; secondaryHost: string; source: string };
@@ -848,11 +848,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.clock.clearTimeout(this.reprobeTimer);
     }
     if (!WATCHING.has(this.current) || this.deciding) return;
-    const planned = c.to !== 'up' && this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession;
-    this.setState(PEER_TO_AGENT[c.to], planned ? 'peer stopped (planned: it said goodbye)' : `peer ${c.reason}`);
+    this.followPeerVerdict(c.to, `peer ${c.reason}`);
+  }
+
+  /** The watching state takes the detector's verdict; a peer down (and not by a planned stop) starts a takeover decision. */
+  private followPeerVerdict(to: DetectorState, reason: string): void {
+    const planned = to !== 'up' && this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession;
+    this.setState(PEER_TO_AGENT[to], planned ? 'peer stopped (planned: it said goodbye)' : reason);
     // A planned stop is not a failure: its silence starts no takeover. If its QEMU dies after
     // all, our QEMU's COLO_EXIT or the peer's own notice still does.
-    if (c.to === 'down' && !planned) void this.considerTakeover('peer-down');
+    if (to === 'down' && !planned) void this.considerTakeover('peer-down');
   }
 
   /** Where the peer's QEMU listens: the primary's mirror0 server, the secondary's NBD export, on the peer's host. */
@@ -975,11 +980,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private catchUpPeerState(): void {
     if (this.deciding || !WATCHING.has(this.current) || this.current === 'arbitrating') return;
     if (this.current === 'peer-agent-lost' && this.peer.state === 'down') return;
-    const want = PEER_TO_AGENT[this.peer.state];
-    if (want === this.current) return;
-    const planned = this.peer.state !== 'up' && this.peerSaidGoodbye !== undefined && this.peerSaidGoodbye === this.peerSession;
-    this.setState(want, planned ? 'peer stopped (planned: it said goodbye)' : `peer ${this.peer.state} (its detector changed while a decision was in progress)`);
-    if (want === 'peer-down' && !planned) void this.considerTakeover('peer-down');
+    if (PEER_TO_AGENT[this.peer.state] === this.current) return;
+    this.followPeerVerdict(this.peer.state, `peer ${this.peer.state} (its detector changed while a decision was in progress)`);
   }
 
   /** Probe again after reprobeIntervalMs, or sooner when the rule says when its answer changes. */
