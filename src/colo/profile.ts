@@ -34,6 +34,11 @@ export interface QemuProfile {
   objectAddFlat: boolean;
   /** 8.1: the secondary must enable migration capability x-colo too, or ENABLE_COLO fails the migration. */
   secondaryNeedsXColo: boolean;
+  /**
+   * 11.0: `x-colo` is refused ("Capability 'x-colo' requires capability 'return-path'") unless
+   * `return-path` is set in the same call, on both sides (measured on 11.1.3; 10.0.13 takes x-colo alone).
+   */
+  xColoNeedsReturnPath: boolean;
   /** 9.2: the socket chardev option `reconnect` (seconds) became `reconnect-ms` (milliseconds). */
   chardevReconnectKey: 'reconnect' | 'reconnect-ms';
   /**
@@ -89,10 +94,18 @@ export function profileForVersion(
     yank: atLeast(v, 6, 0),
     objectAddFlat: atLeast(v, 6, 0),
     secondaryNeedsXColo: atLeast(v, 8, 1),
+    xColoNeedsReturnPath: atLeast(v, 11, 0),
     chardevReconnectKey: atLeast(v, 9, 2) ? 'reconnect-ms' : 'reconnect',
     nbdNodeRemoval: overrides.nbdNodeRemoval ?? 'drive_del',
     primaryColoRegression: (v.major === 10 && v.minor === 0 && v.micro <= 6) || (v.major === 10 && v.minor === 1),
   };
+}
+
+/** The arguments of `migrate-set-capabilities` that enable COLO on either side: x-colo, with return-path where required. */
+export function coloCapabilities(p: Pick<QemuProfile, 'xColoNeedsReturnPath'>): { capabilities: Array<{ capability: string; state: boolean }> } {
+  const caps = [{ capability: 'x-colo', state: true }];
+  if (p.xColoNeedsReturnPath) caps.unshift({ capability: 'return-path', state: true });
+  return { capabilities: caps };
 }
 
 /**

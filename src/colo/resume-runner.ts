@@ -10,6 +10,7 @@
  *   final `cont` is never skipped;
  * - each record carries its start and end on the caller's clock (pause and resync times).
  */
+import { hmpSucceeded } from './hmp-reply.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { QmpClient } from '../qmp/index.js';
 import { QmpCommandError } from '../qmp/index.js';
@@ -229,8 +230,8 @@ async function runCommand(step: ResumeCommandStep, ctx: Ctx): Promise<StepResult
   let failure: ColoStepError;
   try {
     const value = await ctx.qmp.execute(step.command, step.args, { timeoutMs: step.timeoutMs ?? ctx.stepTimeoutMs });
-    // HMP prints its errors into a successful reply; drive_add/drive_del print nothing (or "OK") on success.
-    if (!step.hmp || typeof value !== 'string' || value.trim() === '' || value.trim() === 'OK') return { outcome: 'done' };
+    // HMP prints its errors into a successful reply (hmp-reply.ts).
+    if (!step.hmp || typeof value !== 'string' || hmpSucceeded(value)) return { outcome: 'done' };
     desc = value.trim();
     failure = new ColoStepError('COLO_STEP_FAILED', step.name, step.command, `HMP said: ${desc}`, { errorClass: 'HmpError', desc });
   } catch (err) {

@@ -31,7 +31,7 @@
  */
 import { schemaDefaults } from '../config/schema.js';
 import type { ColoConfig, ColoIdsConfig } from '../config/types.js';
-import type { QemuProfile } from './profile.js';
+import { coloCapabilities, type QemuProfile } from './profile.js';
 import type { ResumeTarget } from './resume-already-done.js';
 import type { YankTarget } from './yank.js';
 
@@ -245,8 +245,6 @@ export function objectAddArgs(profile: QemuProfile, qomType: string, id: string,
   return Object.keys(props).length === 0 ? { 'qom-type': qomType, id } : { 'qom-type': qomType, id, props };
 }
 
-const X_COLO = { capabilities: [{ capability: 'x-colo', state: true }] };
-
 /** The documented NBD attach line for the primary (drive_add -n buddy, replication driver, mode primary). */
 export function driveAddLine(c: ResumeTopology, nbd: DialAddress): string {
   return (
@@ -373,7 +371,7 @@ export function resumeSequence(colo: ResumeTopologyInput, profile: QemuProfile, 
     // writes nothing through it; the rollback removes it like any other part. Setting the
     // migration capability and parameter touches nothing the guest uses either.
     attachStep(c, profile, nbd),
-    cmd('migrate-set-capabilities', 'migrate-set-capabilities', X_COLO),
+    cmd('migrate-set-capabilities', 'migrate-set-capabilities', coloCapabilities(profile)),
     cmd('migrate-set-parameters', 'migrate-set-parameters', { 'x-checkpoint-delay': c.checkpointDelayMs }),
   ];
 
@@ -428,7 +426,7 @@ export interface SecondaryPrepareOptions {
 export function secondaryPrepare(colo: ResumeTopologyInput, profile: QemuProfile, opts: SecondaryPrepareOptions): StepList {
   const c = withResumeDefaults(colo);
   const steps: ResumeStep[] = [];
-  if (profile.secondaryNeedsXColo) steps.push(cmd('migrate-set-capabilities', 'migrate-set-capabilities', X_COLO));
+  if (profile.secondaryNeedsXColo) steps.push(cmd('migrate-set-capabilities', 'migrate-set-capabilities', coloCapabilities(profile)));
   steps.push(
     cmd('nbd-server-start', 'nbd-server-start', { addr: { type: 'inet', data: { host: opts.ownHost, port: String(c.nbdPort) } } }, {
       target: { kind: 'nbd-server' },

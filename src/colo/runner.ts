@@ -11,6 +11,7 @@
  * - `alreadyDone` (from the journal) skips steps a previous run completed, so a resumed run does
  *   not repeat them; steps whose target QEMU reports as already gone count as done (already-done.ts).
  */
+import { hmpSucceeded } from './hmp-reply.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { QmpClient } from '../qmp/index.js';
 import {
@@ -204,8 +205,8 @@ async function runCommand(qmp: SequenceQmp, step: CommandStep, timeoutMs: number
   let failure: ColoStepError;
   try {
     const value = await qmp.execute(step.command, step.args, { timeoutMs, ...(step.oob && { oob: true }) });
-    // HMP reports its errors as printed text in a successful reply; drive_del prints nothing on success.
-    if (!step.hmp || typeof value !== 'string' || value.trim() === '') return { outcome: 'done' };
+    // HMP prints its errors into a successful reply (hmp-reply.ts).
+    if (!step.hmp || typeof value !== 'string' || hmpSucceeded(value)) return { outcome: 'done' };
     desc = value.trim();
     failure = new ColoStepError('COLO_STEP_FAILED', step.name, step.command, `HMP said: ${desc}`, { errorClass: 'HmpError', desc });
   } catch (err) {

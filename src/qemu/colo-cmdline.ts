@@ -15,6 +15,7 @@
  */
 import { schemaDefaults } from '../config/schema.js';
 import type { ColoConfig, ColoIdsConfig } from '../config/types.js';
+import { profileForVersion } from '../colo/profile.js';
 import { qemuVersionAtLeast, type QemuVersion } from '../qmp/version.js';
 
 /** The documented topology: the config schema's defaults (written down once, in src/config/schema.ts). */
@@ -83,14 +84,14 @@ export function coloSupport(v: Pick<QemuVersion, 'major' | 'minor' | 'micro'>): 
   return { ok: true };
 }
 
-/** Since 8.1 the incoming side must enable x-colo itself, or the migration fails on ENABLE_COLO. */
+/** Since 8.1 the incoming side must enable x-colo itself, or the migration fails on ENABLE_COLO (the profile's rule). */
 export function secondaryNeedsXColo(v: QemuVersion): boolean {
-  return qemuVersionAtLeast(v, 8, 1);
+  return profileForVersion(v).secondaryNeedsXColo;
 }
 
-/** Chardev client reconnect option: `reconnect` (seconds) until 9.1, `reconnect-ms` since 9.2. */
+/** Chardev client reconnect option: `reconnect` (seconds) until 9.1, `reconnect-ms` since 9.2 (the profile's rule). */
 export function chardevReconnectOption(v: QemuVersion, seconds: number): string {
-  return qemuVersionAtLeast(v, 9, 2) ? `reconnect-ms=${seconds * 1000}` : `reconnect=${seconds}`;
+  return profileForVersion(v).chardevReconnectKey === 'reconnect-ms' ? `reconnect-ms=${seconds * 1000}` : `reconnect=${seconds}`;
 }
 
 // ---- command lines ----

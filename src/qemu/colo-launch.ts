@@ -28,6 +28,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { coloCapabilities, profileForVersion } from '../colo/profile.js';
 import type { ColoConfig } from '../config/types.js';
 import { formatQemuVersion, QmpClient, type QemuVersion } from '../qmp/index.js';
 import {
@@ -392,7 +393,7 @@ async function startOnce(opts: StartColoPairOptions): Promise<ColoPairResult> {
     const secondaryStartMs = performance.now() - tp;
     const sq = await step('secondary: QMP connect', () => connect(secondaryQ as RunningQemu));
 
-    const xColo = { capabilities: [{ capability: 'x-colo', state: true }] };
+    const xColo = coloCapabilities(profileForVersion(version));
     if (secondaryNeedsXColo(version)) await step('secondary: migrate-set-capabilities x-colo', () => sq.execute('migrate-set-capabilities', xColo));
     const nbdHost = listenAll ? '0.0.0.0' : colo.secondaryHost;
     await step('secondary: nbd-server-start', () =>
