@@ -14,6 +14,7 @@
  */
 import { runDrill } from '../demo/drill.js';
 import { compactLogLine } from '../demo/log-line.js';
+import { watchOutages, type FailoverOutages } from '../demo/outage.js';
 import { DEMO_LEASE_MS, DEMO_SIDES, DEMO_WITNESS_HOST, type DemoArbiter } from '../demo/plan.js';
 import { bringUp, DemoResources, type DemoRun } from '../demo/setup.js';
 import { takeSnapshot, type SnapshotSources } from '../demo/snapshot.js';
@@ -137,7 +138,7 @@ export function describeRun(run: DemoRun): string[] {
   return lines;
 }
 
-function sources(run: DemoRun): SnapshotSources {
+function sources(run: DemoRun, outages: FailoverOutages): SnapshotSources {
   const w = run.layout.witness;
   return {
     pair: run.pair,
@@ -145,18 +146,20 @@ function sources(run: DemoRun): SnapshotSources {
     metricsListen: run.layout.metricsListen,
     arbiter: run.arbiter,
     since: run.since,
+    outages,
     ...(run.witness && w && { witness: { agent: run.witness, heartbeatListen: w.heartbeatListen, metricsListen: w.metricsListen } }),
   };
 }
 
 /** Prints one line per change until stop() is called; `first` settles once the first snapshot is printed. */
 function changePrinter(run: DemoRun, out: (l: string) => void, periodMs: number): { first: Promise<void>; stop(final?: boolean): Promise<void> } {
+  const watch = watchOutages(run.pair, run.agents);
   let prev: DemoSnapshot | undefined;
   let busy: Promise<void> = Promise.resolve();
   let running = false;
   const tick = () => {
     running = true;
-    busy = takeSnapshot(sources(run))
+    busy = takeSnapshot(sources(run, watch.outages))
       .then((taken) => {
         const snap = lastKnown(prev, taken);
         for (const l of viewChanges(prev, snap)) out(l);
@@ -174,9 +177,11 @@ function changePrinter(run: DemoRun, out: (l: string) => void, periodMs: number)
     stop: async (final = true) => {
       clearInterval(timer);
       await busy;
-      if (!final) return;
-      tick(); // the end state
-      await busy;
+      if (final) {
+        tick(); // the end state
+        await busy;
+      }
+      watch.stop();
     },
   };
 }
@@ -231,6 +236,7 @@ async function liveView(run: DemoRun, opts: DemoOptions, stop: Promise<void>): P
   }
   const write = opts.write;
   const notable = notableLines(run, 6);
+  const watch = watchOutages(run.pair, run.agents);
   let drawn = 0;
   let busy = false;
   let ended = false;
@@ -238,7 +244,7 @@ async function liveView(run: DemoRun, opts: DemoOptions, stop: Promise<void>): P
     if (busy) return;
     busy = true;
     try {
-      const snap = await takeSnapshot(sources(run));
+      const snap = await takeSnapshot(sources(run, watch.outages));
       if (ended) return; // stopped while the agents were asked
       const width = Math.max(40, opts.columns?.() ?? 120);
       const lines = [...renderView(snap), ...(notable.lines.length ? ['recent warnings:', ...notable.lines.map((l) => `  ${l}`)] : [])].map((l) =>
@@ -260,6 +266,7 @@ async function liveView(run: DemoRun, opts: DemoOptions, stop: Promise<void>): P
     clearInterval(timer);
   } finally {
     notable.stop();
+    watch.stop();
     write('\x1b[?25h');
   }
 }

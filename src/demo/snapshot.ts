@@ -9,6 +9,7 @@ import { fetchStatus } from '../commands/status.js';
 import { parseHostPort } from '../heartbeat/address.js';
 import type { ColoPair } from '../qemu/colo-launch.js';
 import type { DemoAgent } from './agent-child.js';
+import type { FailoverOutages } from './outage.js';
 import { DEMO_SIDES, type DemoArbiter, type DemoSide } from './plan.js';
 import { demoMetricsFrom, type DemoMetrics, type DemoSnapshot, type SideSnapshot, type WitnessSnapshot, type WitnessStatus } from './view.js';
 
@@ -50,6 +51,8 @@ export interface SnapshotSources {
   witness?: { agent: DemoAgent; heartbeatListen: string; metricsListen: string };
   /** Date.now() when the pair was up. */
   since: number;
+  /** The guest's outage in each side's last failover (watchOutages in outage.ts). */
+  outages?: FailoverOutages;
 }
 
 async function sideSnapshot(src: SnapshotSources, side: DemoSide, timeoutMs: number): Promise<SideSnapshot> {
@@ -63,6 +66,8 @@ async function sideSnapshot(src: SnapshotSources, side: DemoSide, timeoutMs: num
     qemuPid: qemu.pid,
     qemuAlive: qemu.alive(),
   };
+  const outage = src.outages?.last(side);
+  if (outage) base.outage = outage;
   if (!agent.alive) return base;
   const listen = src.metricsListen[side];
   const [status, text] = await Promise.all([fetchStatus(listen, timeoutMs).catch(() => undefined), fetchText(listen, '/metrics', timeoutMs)]);

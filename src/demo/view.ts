@@ -5,6 +5,7 @@
  * reads well in a log or a CI transcript.
  */
 import type { AgentStatus } from '../agent.js';
+import type { FailoverOutage } from './outage.js';
 import { DEMO_HOSTS, DEMO_WITNESS_HOST, type DemoArbiter, type DemoSide } from './plan.js';
 
 /** The /metrics values the view shows. */
@@ -13,7 +14,7 @@ export interface DemoMetrics {
   checkpoints?: number;
   /** colo_agent_colo_starts_total. */
   coloStarts?: number;
-  /** colo_agent_peer_outage_seconds: how long the peer has been down now (0 while up). */
+  /** colo_agent_peer_outage_seconds: how long the peer has been down now (0 while up): shown in PEER. */
   peerOutageSeconds?: number;
 }
 
@@ -28,6 +29,8 @@ export interface SideSnapshot {
   /** The agent's /status, undefined when it could not be asked. */
   status?: AgentStatus;
   metrics?: DemoMetrics;
+  /** The guest's outage in this side's last failover (src/demo/outage.ts), once one ended. */
+  outage?: FailoverOutage;
 }
 
 /** The witness's /status as it serves it (JSON: it runs no QEMU and has no peer). */
@@ -93,7 +96,7 @@ export function demoMetricsFrom(text: string): DemoMetrics {
 }
 
 const COLUMNS = ['SIDE', 'NODE', 'ROLE', 'STATE', 'QEMU', 'COLO', 'EPOCH', 'ARBITER LEASE', 'PEER', 'LINK RTT', 'CKPT', 'OUTAGE'] as const;
-const WIDTHS = [10, 8, 10, 17, 13, 10, 9, 15, 8, 16, 5, 8];
+const WIDTHS = [10, 8, 10, 17, 13, 10, 9, 15, 10, 16, 5, 8];
 
 function pad(cells: string[]): string {
   return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(WIDTHS[i] ?? 10))).join(' ').trimEnd();
@@ -142,9 +145,34 @@ function linksCell(st: AgentStatus): string {
   return `${up.length}/${st.links.length} up, ${worst}`;
 }
 
-function outageCell(m: DemoMetrics | undefined): string {
+/** e.g. "up", or "down 12s": how long the peer has been declared down (its heartbeats missed). */
+function peerCell(st: AgentStatus, m: DemoMetrics | undefined): string {
   const o = m?.peerOutageSeconds;
-  return o !== undefined && o > 0 ? `${o < 10 ? o.toFixed(2) : o.toFixed(0)}s` : '-';
+  return st.peer.state === 'down' && o !== undefined && o > 0 ? `down ${duration(o * 1000)}` : st.peer.state;
+}
+
+/**
+ * CKPT: the checkpoints of the replication this side runs now. A side out of COLO (solo after a
+ * failover, its QEMU gone or not answering) replicates nothing: "n/a", never the count of a
+ * replication that has ended (a 0 under it would read as "checkpointing, none yet").
+ */
+export function checkpointCell(s: SideSnapshot): string {
+  const mode = s.status?.qemu.colo.mode;
+  if (!s.qemuAlive || (mode !== 'primary' && mode !== 'secondary')) return 'n/a';
+  const c = s.metrics?.checkpoints;
+  return c === undefined ? '?' : String(c);
+}
+
+/**
+ * OUTAGE: how long the guest was out in this side's last failover, from the fault to its
+ * "failover done" (src/demo/outage.ts says where the fault's time comes from), e.g. "0.62s";
+ * "failed" when that failover failed; "-" before any failover on this side.
+ */
+export function outageCell(o: FailoverOutage | undefined): string {
+  if (!o) return '-';
+  if (!o.ok) return 'failed';
+  const sec = o.ms / 1000;
+  return sec < 10 ? `${sec.toFixed(2)}s` : duration(o.ms);
 }
 
 /** One table row for a side. */
@@ -154,7 +182,6 @@ export function sideRow(s: SideSnapshot): string {
     const agent = s.agentAlive ? `agent pid ${s.agentPid}: no /status` : `agent pid ${s.agentPid} gone${s.agentExit ? ` (${s.agentExit})` : ''}`;
     return `${pad([s.side, '-', '-'])}  ${agent}; QEMU pid ${s.qemuPid} ${s.qemuAlive ? 'runs' : 'gone'}`;
   }
-  const checkpoints = s.metrics?.checkpoints;
   return pad([
     s.side,
     st.node,
@@ -164,10 +191,10 @@ export function sideRow(s: SideSnapshot): string {
     st.qemu.colo.mode,
     epochCell(st),
     arbiterCell(st),
-    st.peer.state,
+    peerCell(st, s.metrics),
     linksCell(st),
-    checkpoints === undefined ? '?' : String(checkpoints),
-    outageCell(s.metrics),
+    checkpointCell(s),
+    outageCell(s.outage),
   ]);
 }
 
@@ -214,9 +241,12 @@ export function renderView(snap: DemoSnapshot): string[] {
   for (const s of snap.sides) {
     const f = s.status?.lastFailover;
     if (f) lines.push(`${s.side}: last failover ${f.sequence} (${f.trigger}) ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms${f.error ? `: ${f.error}` : ''}`);
+    const o = s.outage;
+    if (f && o?.ok) lines.push(`${s.side}: guest outage ${o.ms.toFixed(0)} ms until failover done, counted from ${o.fromWhat}`);
   }
   lines.push(
-    `CKPT: checkpoints; the idle period is ${Math.round(snap.checkpointDelayMs / 1000)} s (QEMU 7.2 under TCG deadlocks in its first checkpoint)`,
+    `CKPT: checkpoints while in COLO (n/a out of it); the idle period is ${Math.round(snap.checkpointDelayMs / 1000)} s (QEMU 7.2 under TCG deadlocks in its first checkpoint)`,
+    'OUTAGE: the guest\'s outage in the side\'s last failover, from the fault to failover done',
     'kill -9 a pid printed above, or run `colo-agent demo --drill kill-primary`, to watch a failover',
   );
   return lines;
@@ -243,7 +273,9 @@ function signature(s: SideSnapshot): Record<string, string> {
     if (st.guestStopped) sig.guest = `PAUSED (${st.guestStopped})`;
     const f = st.lastFailover;
     if (f) sig.failover = `${f.sequence} ${f.ok ? 'ok' : 'FAILED'} in ${f.durationMs} ms`;
-    if (s.metrics?.checkpoints !== undefined) sig.checkpoints = String(s.metrics.checkpoints);
+    const ckpt = checkpointCell(s);
+    if (ckpt !== '?') sig.checkpoints = ckpt;
+    if (s.outage) sig.outage = s.outage.ok ? `${s.outage.ms.toFixed(0)} ms, from ${s.outage.fromWhat}` : 'failed';
   }
   return sig;
 }

@@ -9,6 +9,7 @@
  *   takes over, the secondary is refused and stays passive, exit 0;
  * - `--drill partition --arbiter none`: both sides take over, and the demo says so (exit 1);
  * - the live view (with the witness's line) stopped with SIGINT;
+ * - the live view after a `kill -9` of the primary's QEMU: the survivor's outage and n/a checkpoints;
  * - the demo SIGKILLed: its reaper process ends the QEMUs, agents and witness and removes the dir;
  * and after each run, no QEMU, agent or witness process and no temp dir is left.
  *
@@ -270,6 +271,66 @@ t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, as
   t.match(stdout, /SIGINT: stopping everything the demo started/);
   t.match(stdout, /stopped: agents, witness, QEMUs and proxies ended, temp dir removed/);
   if (started) await assertNothingLeft(t, started);
+});
+
+t.test('the live view after an interactive failover (kill -9 of the primary\'s QEMU): the survivor shows the measured outage and n/a checkpoints', { skip }, async (t) => {
+  // Issue 14: the view kept "CKPT 0" and "OUTAGE -" after a failover. QEMU 7.2 under TCG completes
+  // no checkpoint (the demo's idle period is huge), so no count can be asserted; what must hold is
+  // that, once the secondary runs the guest alone, its row says so: no replication to count (n/a)
+  // and the guest's outage measured from the primary's QEMU ending to "failover done".
+  if (!requireBuiltCli(t)) return;
+  const child = spawn(process.execPath, [CLI_PATH, 'demo'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), DRILL_TIMEOUT_MS);
+  t.teardown(() => {
+    clearTimeout(watchdog);
+    child.kill('SIGKILL');
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    for (const w of [...waiters]) w();
+  });
+  /** Resolves true once stdout matches, false if the demo ends first or after timeoutMs. */
+  const waitOut = (re: RegExp, timeoutMs: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const check = () => {
+        if (!re.test(stdout)) return;
+        waiters.delete(check);
+        clearTimeout(timer);
+        resolve(true);
+      };
+      waiters.add(check);
+      check();
+      void exited.then(() => resolve(false));
+    });
+  const viewing = await waitOut(/live view:[\s\S]*secondary: agent pid \d+, qemu ready, node colo-b, role secondary[^\n]*checkpoints 0/, DRILL_TIMEOUT_MS);
+  t.ok(viewing, `the live view started, the secondary in COLO with its count${viewing ? '' : `\nstdout:\n${stdout}\nstderr:\n${stderr}`}`);
+  const started = parseStarted(stdout);
+  if (!viewing || !started) return;
+  const before = stdout.length;
+  process.kill(started.pids.primary.qemu, 'SIGKILL');
+  // From whichever came first: the demo seeing the QEMU end, or the secondary's COLO_EXIT (on a
+  // loaded machine the agent may log it before the demo's 'exit' event runs).
+  const outage = await waitOut(/\d\d:\d\d:\d\d\.\d{3} secondary: [^\n]*outage - -> \d+ ms, from (the primary's QEMU ending|detection \(its QEMU left COLO|detection \(the peer's agent reports its QEMU gone)/, 30_000);
+  const after = stdout.slice(before);
+  t.ok(outage, `the secondary's line gives the outage from the primary's QEMU ending or its detection${outage ? '' : `\n${after}\nstderr:\n${stderr}`}`);
+  const line = after.split('\n').find((l) => / secondary: .*outage - -> /.test(l)) ?? '';
+  t.comment(line);
+  const ms = Number(/outage - -> (\d+) ms/.exec(line)?.[1]);
+  t.ok(ms > 0 && ms < DRILL_TIMEOUT_MS, `a measured outage (${ms} ms)`);
+  t.match(after, /secondary: [^\n]*role secondary -> primary/, 'the secondary took over');
+  t.match(after, /secondary: [^\n]*checkpoints 0 -> n\/a/, 'its checkpoints: n/a once it replicates nothing');
+  t.match(after, /primary: [^\n]*checkpoints 0 -> n\/a/, "the primary's too: its QEMU is gone");
+  t.notMatch(after, /primary: [^\n]*outage/, 'the primary ran no failover: no outage of its own');
+  child.kill('SIGINT');
+  const code = await exited;
+  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${stdout}\n${stderr}`}`);
+  await assertNothingLeft(t, started);
 });
 
 t.test('the demo SIGKILLed: the reaper ends QEMUs, agents and the witness, and removes the temp dir', { skip }, async (t) => {

@@ -4,11 +4,14 @@
  */
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent.js';
+import { FailoverOutages } from '../../src/demo/outage.js';
 import {
   arbiterCell,
+  checkpointCell,
   demoMetricsFrom,
   epochCell,
   lastKnown,
+  outageCell,
   parseMetricSums,
   renderView,
   sideRow,
@@ -104,7 +107,8 @@ t.test('renderView: a header, one row per side, the last failover, the checkpoin
   t.match(lines[0], /^colo-agent demo · QEMU 7\.2\.22 \(TCG\) · primary 127\.0\.0\.1 \/ secondary 127\.0\.0\.2 · up 5s · Ctrl-C/);
   t.match(lines[1], /^SIDE\s+NODE\s+ROLE\s+STATE\s+QEMU\s+COLO\s+EPOCH\s+ARBITER LEASE\s+PEER\s+LINK RTT\s+CKPT\s+OUTAGE$/);
   t.match(lines[2], /^primary\s+colo-a\s+primary\s+peer-up\s+ready\s+primary\s+0\s+none\s+up\s+2\/2 up 0\.39ms\s+0\s+-$/);
-  t.match(lines[3], /^secondary\s+colo-b\s+primary\s+solo\s+ready\s+none\s+0\s+none\s+up\s+2\/2 up 0\.39ms\s+0\s+2\.35s$/);
+  // Solo (COLO none): no replication to count; no outage measured for it here (no outage field).
+  t.match(lines[3], /^secondary\s+colo-b\s+primary\s+solo\s+ready\s+none\s+0\s+none\s+up\s+2\/2 up 0\.39ms\s+n\/a\s+-$/);
   t.match(lines[4], /^arbiter none: a partition between the sides makes both take over \(split brain\)/, 'no witness: said so');
   t.equal(lines[5], 'secondary: last failover secondary-failover (colo-exit-error) ok in 35.5 ms');
   t.match(lines[6], /idle period is 600 s/);
@@ -208,7 +212,7 @@ t.test('viewChanges with the witness: its own line; epoch, arbiter, paused guest
     witness({ status: witnessStatus({ epoch: 1 }) }),
   );
   t.same(viewChanges(asked, granted), [
-    '12:00:04.000 primary: state peer-up -> solo, colo primary -> none, epoch 0 -> 1',
+    '12:00:04.000 primary: state peer-up -> solo, colo primary -> none, epoch 0 -> 1, checkpoints 0 -> n/a',
     '12:00:04.000 secondary: state arbitrating -> stale, epoch 0 -> 0 stale (epoch 1 from witness colo-w)',
     '12:00:04.000 witness: epoch 0 -> 1, pending colo-b -> -',
   ]);
@@ -234,4 +238,51 @@ t.test('lastKnown: an agent that did not answer keeps its last known state', asy
   t.equal(lastKnown(w, wSilent).witness, w.witness, 'a witness that did not answer keeps its last known state');
   const wGone = snap([side()], T + 1000, witness({ alive: false, status: undefined }));
   t.equal(lastKnown(w, wGone).witness, wGone.witness, 'a dead witness is news');
+});
+
+t.test('after a failover (issue 14): the survivor shows the measured outage and n/a checkpoints, the peer clock moves to PEER', async (t) => {
+  // The outage as the live view gets it: a FailoverOutages fed the demo's sight of the primary's
+  // QEMU ending and the secondary agent's own records (their shapes as the agent logs them).
+  const outages = new FailoverOutages();
+  outages.qemuEnded('primary', T + 1000);
+  outages.record('secondary', { level: 'warn', time: T + 1002, component: 'colo-monitor', msg: 'COLO_EXIT', mode: 'secondary', reason: 'error' });
+  outages.record('secondary', { level: 'warn', time: T + 1600, component: 'failover', msg: 'failover starting', sequence: 'secondary-failover' });
+  outages.record('secondary', { level: 'warn', time: T + 1650, component: 'agent', msg: 'failover done: running solo as primary', sequence: 'secondary-failover', durationMs: 50 });
+  const outage = outages.last('secondary');
+  t.ok(outage);
+  const before = snap([side(), side({ side: 'secondary', agentPid: 200, qemuPid: 199, status: status({ node: 'colo-b', role: 'secondary', colo: 'secondary' }) })], T + 900);
+  const after = snap(
+    [
+      side({ qemuAlive: false, status: status({ role: 'secondary', state: 'stale', colo: 'unknown' }) }),
+      side({
+        side: 'secondary',
+        agentPid: 200,
+        qemuPid: 199,
+        status: status({ node: 'colo-b', role: 'primary', state: 'solo', colo: 'none', peer: { name: 'colo-a', state: 'down', silentForMs: 12_000 }, lastFailover: { sequence: 'secondary-failover', trigger: 'colo-exit-error', ok: true, durationMs: 50 } }),
+        metrics: { checkpoints: 0, coloStarts: 1, peerOutageSeconds: 12.3 },
+        ...(outage && { outage }),
+      }),
+    ],
+    T + 14_000,
+  );
+  const lines = renderView(after);
+  t.match(lines[2], /^primary\s+colo-a\s+secondary\s+stale\s+gone\s+unknown\s.*\s+n\/a\s+-$/, 'the old primary: its QEMU is gone, nothing to count, no failover of its own');
+  t.match(lines[3], /^secondary\s+colo-b\s+primary\s+solo\s+ready\s+none\s+0\s+none\s+down 12s\s+2\/2 up 0\.39ms\s+n\/a\s+0\.65s$/, 'the survivor: n/a, 650 ms of outage, the peer down for 12 s');
+  t.ok(lines.includes("secondary: guest outage 650 ms until failover done, counted from the primary's QEMU ending"), 'how the outage was counted');
+  t.same(viewChanges(before, after), [
+    '12:00:14.000 primary: qemu ready -> gone, role primary -> secondary, state peer-up -> stale, colo primary -> unknown, checkpoints 0 -> n/a',
+    "12:00:14.000 secondary: role secondary -> primary, state peer-up -> solo, colo secondary -> none, peer up -> down, checkpoints 0 -> n/a, failover - -> secondary-failover ok in 50 ms, outage - -> 650 ms, from the primary's QEMU ending",
+  ]);
+  t.same(viewChanges(after, { ...after, at: T + 20_000 }), [], 'a measured outage is a figure, not a clock: no change later');
+});
+
+t.test('checkpointCell and outageCell', async (t) => {
+  t.equal(checkpointCell(side({ metrics: { checkpoints: 7 } })), '7', 'in COLO: the count');
+  t.equal(checkpointCell(side({ metrics: undefined })), '?', 'in COLO, /metrics not read');
+  t.equal(checkpointCell(side({ status: status({ colo: 'none' }) })), 'n/a', 'solo');
+  t.equal(checkpointCell(side({ qemuAlive: false })), 'n/a', 'QEMU gone');
+  t.equal(outageCell(undefined), '-');
+  t.equal(outageCell({ from: 0, fromWhat: 'x', to: 1234, ms: 1234, ok: true }), '1.23s');
+  t.equal(outageCell({ from: 0, fromWhat: 'x', to: 75_000, ms: 75_000, ok: true }), '1m15s');
+  t.equal(outageCell({ from: 0, fromWhat: 'x', to: 1, ms: 1, ok: false }), 'failed');
 });
