@@ -13,7 +13,7 @@
  * | chardev-remove ID | GenericError `Chardev 'ID' not found` |
  * | chardev-add ID | GenericError `Chardev with id 'ID' already exists` (onExists) |
  * | blockdev-del ID | GenericError `Failed to find node with node-name='ID'` |
- * | HMP drive_del ID | (return value, not an error) `Device 'ID' not found` + CRLF |
+ * | HMP drive_del ID | (return value, not an error) `Device 'ID' not found` + CRLF (11.1: `Error: ` before it) |
  * | x-blockdev-change PARENT child CHILD | GenericError `Node 'PARENT' does not have child 'CHILD'` |
  * | nbd-server-stop | GenericError `NBD server not running` |
  *
@@ -62,7 +62,9 @@ export function existsText(target: StepTarget): string | undefined {
 /** True when QEMU's error says the target is already gone. `errorClass` is undefined for HMP output. */
 export function isMissingError(target: StepTarget, errorClass: string | undefined, desc: string): boolean {
   if (errorClass !== undefined && !CLASSES.includes(errorClass)) return false;
-  return desc.trim() === missingText(target);
+  // HMP's text (no error class) gained an "Error: " prefix by 11.1: "Error: Device 'replication0' not found".
+  const text = errorClass === undefined ? desc.trim().replace(/^Error: /, '') : desc.trim();
+  return text === missingText(target);
 }
 
 /** True when QEMU's error says the target already exists. */

@@ -21,6 +21,7 @@ t.test('missing: class and exact text with the id', async (t) => {
 
   const hmp = { kind: 'hmp-drive', id: 'replication0' } as const;
   t.ok(isMissingError(hmp, undefined, "Device 'replication0' not found\r\n"), 'HMP output, CRLF trimmed');
+  t.ok(isMissingError(hmp, undefined, "Error: Device 'replication0' not found\r\n"), 'HMP output on 11.1, with its Error: prefix');
 
   const child = { kind: 'quorum-child', parent: 'colo-disk0', child: 'children.1' } as const;
   t.ok(isMissingError(child, 'GenericError', "Node 'colo-disk0' does not have child 'children.1'"));
