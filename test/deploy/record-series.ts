@@ -9,6 +9,7 @@
  * 2-core machine that loads it enough to slow the takeovers, never enough to change what is recorded.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { killAllChildren, sleep } from '../helpers/agent-process.js';
@@ -46,6 +47,12 @@ async function record(s: Scenario): Promise<boolean> {
       return false;
     }
     const { lc, tl } = opened;
+    // The agents' logs, for reading what they did (kept out of the fixtures: they are not what Prometheus sees).
+    scope.teardown(() => {
+      const path = join(tmpdir(), `record-series-${s.name}.log`);
+      writeFileSync(path, lc.transcript(2000));
+      log(`agents' logs: ${path}`);
+    });
     const hosts = s.arbiter === 'witness' ? (['a', 'b', 'w'] as const) : (['a', 'b'] as const);
     rec = new SeriesRecorder(
       hosts.map((h) => ({ instance: `${h}:${METRICS_PORT}`, address: `${lc.lab.controlAddr(h)}:${METRICS_PORT}` })),

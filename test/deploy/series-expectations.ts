@@ -87,13 +87,20 @@ export const EXPECTATIONS: Record<string, SeriesExpectation> = {
     fires: [
       { alert: 'ColoFailoverHappened', instance: 'a', marker: 'kill-qemu-b' },
       { alert: 'ColoQemuUnreachable', instance: 'b', marker: 'restart-b' },
+      // b lost the guest to a's takeover and has no QEMU to come back with: it stays stale, and says so.
+      { alert: 'ColoAgentEpochStale', instance: 'b', marker: 'restart-b' },
       { alert: 'ColoAgentQemuRestarting', instance: 'b', marker: 'gave-up' },
       { alert: 'ColoAgentQemuLaunchGaveUp', instance: 'b', marker: 'gave-up' },
       ...solo('a', 'kill-qemu-b'),
     ],
   },
   'checkpoint-stall': {
-    fires: [{ alert: 'ColoCheckpointStalled', instance: 'a', marker: 'stalled' }],
+    fires: [
+      { alert: 'ColoCheckpointStalled', instance: 'a', marker: 'stalled' },
+      // The deadlocked primary's QMP stops answering: its COLO mode reads unknown while the agent is peer-up,
+      // which is true (nothing replicates) and the same incident (deploy/README.md inhibits it).
+      { alert: 'ColoReplicationNotRunning', instance: 'a', marker: 'stalled' },
+    ],
   },
   'replication-stopped': {
     fires: [{ alert: 'ColoReplicationNotRunning', instance: 'a', marker: 'colo-stopped' }],
@@ -101,8 +108,13 @@ export const EXPECTATIONS: Record<string, SeriesExpectation> = {
 
   // ---- derived (a real recording relabelled)
   'targets-missing': { fires: [{ alert: 'ColoAgentTargetsMissing', marker: 'start', atSeconds: 600 + 30 }] },
+  // Each agent's build_info series starts anew at its restart (a planned stop makes it stale), and so does the 10m.
   'pair-label-missing': {
-    fires: (['a', 'b', 'w'] as const).map((h) => ({ alert: 'ColoPairLabelMissing', instance: h, marker: 'steady' })),
+    fires: [
+      { alert: 'ColoPairLabelMissing', instance: 'a', marker: 'start-a' },
+      { alert: 'ColoPairLabelMissing', instance: 'b', marker: 'start-b' },
+      { alert: 'ColoPairLabelMissing', instance: 'w', marker: 'start' },
+    ],
   },
 
   // ---- hand-written
