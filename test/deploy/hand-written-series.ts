@@ -19,7 +19,7 @@ export function derive(
     const labels = Object.fromEntries([...m[2]!.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)=("(?:[^"\\]|\\.)*")/g)].map((x) => [x[1]!, JSON.parse(x[2]!) as string]));
     series[seriesKey(m[1]!, relabel(m[1]!, labels))] = runs;
   }
-  return { ...fx, scenario, source: 'derived', note: `${note} (from the ${fx.scenario} recording)`, series };
+  return { ...fx, scenario, kind: 'fault', source: 'derived', note: `${note} (from the ${fx.scenario} recording)`, series };
 }
 
 const target = (host: string) => ({ job: JOB, instance: `${host}:9464`, pair: PAIR });

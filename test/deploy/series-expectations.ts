@@ -49,7 +49,8 @@ export const EXPECTATIONS: Record<string, SeriesExpectation> = {
   },
   'isolate-primary': {
     fires: [
-      { alert: 'ColoAgentGuestStopped', instance: 'a', marker: 'isolate-a' },
+      // The lease stop is sent at once, but QEMU answers it only once the link is back (COLO is blocked on it).
+      { alert: 'ColoAgentGuestStopped', instance: 'a', marker: 'heal' },
       { alert: 'ColoFailoverHappened', instance: 'b', marker: 'isolate-a' },
       { alert: 'ColoAgentEpochStale', instance: 'a', marker: 'heal' },
       ...solo('b', 'isolate-a'),
