@@ -5,8 +5,10 @@
  * recordings as test/fixtures/series/<scenario>.json, which test/deploy/alerts-recorded.test.ts
  * feeds to promtool. Needs root, ip, nft and a QEMU that can do COLO; exit 2 without them.
  *
- * --jobs 2 runs two scenarios at once (two labs: each claims its own slot and namespaces); on a
- * 2-core machine that loads it enough to slow the takeovers, never enough to change what is recorded.
+ * --jobs 2 runs two scenarios at once (two labs: each claims its own slot and namespaces). On a
+ * 2-core machine that load shows in the recordings: a failback recorded beside another lab paused
+ * its guest over 1 s in a switch-over (70-80 ms alone), which ColoAgentSwitchoverPauseHigh rightly
+ * reported. Record the routine paths with the default --jobs 1 on a machine otherwise idle.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
