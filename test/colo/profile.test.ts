@@ -3,7 +3,7 @@
  */
 import t from 'tap';
 import { ColoProfileError } from '../../src/colo/errors.js';
-import { describeProfile, parseProfileSpec, profileForVersion, resolveQemuProfile } from '../../src/colo/profile.js';
+import { coloCapabilities, describeProfile, parseProfileSpec, profileForVersion, resolveQemuProfile } from '../../src/colo/profile.js';
 
 const v = (major: number, minor: number, micro = 0) => ({ major, minor, micro });
 
@@ -67,4 +67,15 @@ t.test('resolveQemuProfile: auto takes the greeting, an explicit string wins', a
   t.equal(resolveQemuProfile('7.2.21', greeting).reportedVersion?.micro, 22, 'a given micro must match too');
   t.equal(resolveQemuProfile('10.0', undefined).primaryColoRegression, true, '"10.0" means 10.0.0');
   t.equal(resolveQemuProfile('10.0.7', undefined).primaryColoRegression, false);
+});
+
+t.test('x-colo comes with return-path from 11.0 (11.1 refuses it alone), on every side that sets it', async (t) => {
+  const v = (major: number, minor: number, micro = 0) => profileForVersion({ major, minor, micro });
+  t.same(coloCapabilities(v(7, 2, 22)), { capabilities: [{ capability: 'x-colo', state: true }] }, '7.2: x-colo alone');
+  t.same(coloCapabilities(v(10, 0, 13)), { capabilities: [{ capability: 'x-colo', state: true }] }, '10.0.13: x-colo alone');
+  t.same(
+    coloCapabilities(v(11, 1, 3)),
+    { capabilities: [{ capability: 'return-path', state: true }, { capability: 'x-colo', state: true }] },
+    '11.1: return-path, then x-colo, in one call',
+  );
 });
