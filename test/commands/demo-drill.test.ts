@@ -236,40 +236,58 @@ t.test('--drill partition --arbiter none: both sides take over, and the demo say
   if (started) await assertNothingLeft(t, started);
 });
 
-t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, async (t) => {
-  if (!requireBuiltCli(t)) return;
+/** `colo-agent demo` (the live view) as a child of test `t`, SIGKILLed at teardown or after DRILL_TIMEOUT_MS. */
+function liveDemo(t: Test) {
   const child = spawn(process.execPath, [CLI_PATH, 'demo'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const watchdog = setTimeout(() => child.kill('SIGKILL'), DRILL_TIMEOUT_MS);
   t.teardown(() => {
     clearTimeout(watchdog);
     child.kill('SIGKILL');
   });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const out = { stdout: '', stderr: '' };
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  // Two lines per side once the view has its first snapshot.
-  const viewing = new Promise<boolean>((resolve) => {
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (/live view:/.test(stdout) && /primary: agent pid/.test(stdout) && /secondary: agent pid/.test(stdout) && /witness: agent pid/.test(stdout)) resolve(true);
-    });
-    void exited.then(() => resolve(false));
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (d: Buffer) => {
+    out.stdout += d.toString();
+    for (const w of [...waiters]) w();
   });
+  /** Resolves true once stdout satisfies `want`, false if the demo ends first or after timeoutMs. */
+  const waitOut = (want: RegExp | ((stdout: string) => boolean), timeoutMs: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const check = () => {
+        if (!(typeof want === 'function' ? want(out.stdout) : want.test(out.stdout))) return;
+        waiters.delete(check);
+        clearTimeout(timer);
+        resolve(true);
+      };
+      waiters.add(check);
+      check();
+      void exited.then(() => resolve(false));
+    });
+  return { child, out, exited, waitOut };
+}
+
+t.test('the live view, stopped with SIGINT, leaves nothing behind', { skip }, async (t) => {
+  if (!requireBuiltCli(t)) return;
+  const { child, out, exited, waitOut } = liveDemo(t);
+  // Two lines per side once the view has its first snapshot.
+  const viewing = waitOut((o) => /live view:/.test(o) && /primary: agent pid/.test(o) && /secondary: agent pid/.test(o) && /witness: agent pid/.test(o), DRILL_TIMEOUT_MS);
   const viewed = await viewing;
-  t.ok(viewed, `the live view started${viewed ? '' : `\nstdout:\n${stdout}\nstderr:\n${stderr}`}`);
-  const started = parseStarted(stdout);
+  t.ok(viewed, `the live view started${viewed ? '' : `\nstdout:\n${out.stdout}\nstderr:\n${out.stderr}`}`);
+  const started = parseStarted(out.stdout);
   t.ok(started, 'the demo printed its pids and work dir');
-  t.match(stdout, /primary: agent pid \d+, qemu ready, node colo-a, role primary, state peer-up, colo primary, peer up/, 'the primary row');
-  t.match(stdout, /secondary: agent pid \d+, qemu ready, node colo-b, role secondary, state peer-up, colo secondary, peer up/, 'the secondary row');
-  t.match(stdout, /primary: agent pid .*epoch 0, arbiter reachable/, 'the primary reaches the witness');
-  t.match(stdout, /secondary: agent pid .*epoch 0, arbiter reachable/, 'the secondary reaches the witness');
-  t.match(stdout, /witness: agent pid \d+, state witness, epoch 0, holder colo-a, pending -, links colo-\w up, colo-\w up/, 'the witness line: the primary holds epoch 0');
+  t.match(out.stdout, /primary: agent pid \d+, qemu ready, node colo-a, role primary, state peer-up, colo primary, peer up/, 'the primary row');
+  t.match(out.stdout, /secondary: agent pid \d+, qemu ready, node colo-b, role secondary, state peer-up, colo secondary, peer up/, 'the secondary row');
+  t.match(out.stdout, /primary: agent pid .*epoch 0, arbiter reachable/, 'the primary reaches the witness');
+  t.match(out.stdout, /secondary: agent pid .*epoch 0, arbiter reachable/, 'the secondary reaches the witness');
+  t.match(out.stdout, /witness: agent pid \d+, state witness, epoch 0, holder colo-a, pending -, links colo-\w up, colo-\w up/, 'the witness line: the primary holds epoch 0');
   child.kill('SIGINT');
   const code = await exited;
-  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${stdout}\n${stderr}`}`);
-  t.match(stdout, /SIGINT: stopping everything the demo started/);
-  t.match(stdout, /stopped: agents, witness, QEMUs and proxies ended, temp dir removed/);
+  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${out.stdout}\n${out.stderr}`}`);
+  t.match(out.stdout, /SIGINT: stopping everything the demo started/);
+  t.match(out.stdout, /stopped: agents, witness, QEMUs and proxies ended, temp dir removed/);
   if (started) await assertNothingLeft(t, started);
 });
 
@@ -279,46 +297,18 @@ t.test('the live view after an interactive failover (kill -9 of the primary\'s Q
   // that, once the secondary runs the guest alone, its row says so: no replication to count (n/a)
   // and the guest's outage measured from the primary's QEMU ending to "failover done".
   if (!requireBuiltCli(t)) return;
-  const child = spawn(process.execPath, [CLI_PATH, 'demo'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const watchdog = setTimeout(() => child.kill('SIGKILL'), DRILL_TIMEOUT_MS);
-  t.teardown(() => {
-    clearTimeout(watchdog);
-    child.kill('SIGKILL');
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  const waiters = new Set<() => void>();
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    for (const w of [...waiters]) w();
-  });
-  /** Resolves true once stdout matches, false if the demo ends first or after timeoutMs. */
-  const waitOut = (re: RegExp, timeoutMs: number) =>
-    new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      const check = () => {
-        if (!re.test(stdout)) return;
-        waiters.delete(check);
-        clearTimeout(timer);
-        resolve(true);
-      };
-      waiters.add(check);
-      check();
-      void exited.then(() => resolve(false));
-    });
+  const { child, out, exited, waitOut } = liveDemo(t);
   const viewing = await waitOut(/live view:[\s\S]*secondary: agent pid \d+, qemu ready, node colo-b, role secondary[^\n]*checkpoints 0/, DRILL_TIMEOUT_MS);
-  t.ok(viewing, `the live view started, the secondary in COLO with its count${viewing ? '' : `\nstdout:\n${stdout}\nstderr:\n${stderr}`}`);
-  const started = parseStarted(stdout);
+  t.ok(viewing, `the live view started, the secondary in COLO with its count${viewing ? '' : `\nstdout:\n${out.stdout}\nstderr:\n${out.stderr}`}`);
+  const started = parseStarted(out.stdout);
   if (!viewing || !started) return;
-  const before = stdout.length;
+  const before = out.stdout.length;
   process.kill(started.pids.primary.qemu, 'SIGKILL');
   // From whichever came first: the demo seeing the QEMU end, or the secondary's COLO_EXIT (on a
   // loaded machine the agent may log it before the demo's 'exit' event runs).
   const outage = await waitOut(/\d\d:\d\d:\d\d\.\d{3} secondary: [^\n]*outage - -> \d+ ms, from (the primary's QEMU ending|detection \(its QEMU left COLO|detection \(the peer's agent reports its QEMU gone)/, 30_000);
-  const after = stdout.slice(before);
-  t.ok(outage, `the secondary's line gives the outage from the primary's QEMU ending or its detection${outage ? '' : `\n${after}\nstderr:\n${stderr}`}`);
+  const after = out.stdout.slice(before);
+  t.ok(outage, `the secondary's line gives the outage from the primary's QEMU ending or its detection${outage ? '' : `\n${after}\nstderr:\n${out.stderr}`}`);
   const line = after.split('\n').find((l) => / secondary: .*outage - -> /.test(l)) ?? '';
   t.comment(line);
   const ms = Number(/outage - -> (\d+) ms/.exec(line)?.[1]);
@@ -329,7 +319,7 @@ t.test('the live view after an interactive failover (kill -9 of the primary\'s Q
   t.notMatch(after, /primary: [^\n]*outage/, 'the primary ran no failover: no outage of its own');
   child.kill('SIGINT');
   const code = await exited;
-  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${stdout}\n${stderr}`}`);
+  t.equal(code, 0, `exit 0 after Ctrl-C${code === 0 ? '' : `\n${out.stdout}\n${out.stderr}`}`);
   await assertNothingLeft(t, started);
 });
 
