@@ -73,6 +73,8 @@ if (requireBuiltCli(t)) {
       steps.every((e) => e.record?.component === 'colo-failover'),
       'each names the failover runner',
     );
+    const twice = survivor.entries.slice(since).filter((e) => e.record && componentKeys(e.line) > 1);
+    t.same(twice.map((e) => e.line), [], 'no line the survivor wrote during the failover names a component twice');
 
     // (g) Each COLO_EXIT of the survivor's QEMU is logged exactly once by its agent.
     t.ok(exits.length > 0, `the survivor's QEMU sent COLO_EXIT (${exits.map((e) => JSON.stringify(e.data)).join(', ')})`);
