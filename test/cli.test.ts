@@ -6,6 +6,7 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { freePort, loneAgentSets, startAgent } from './helpers/agent-process.js';
 import { runCli } from './helpers/cli.js';
 import { qemuAvailable, startQemu } from './helpers/qemu.js';
 import { shortTempDir } from './helpers/short-temp-dir.js';
@@ -152,4 +153,34 @@ t.test('plan prints the exact commands from the config; offline, "auto" is the i
   const bad = await runCli(['plan', '--config', EXAMPLE, '--sequence', 'sideways', '--set', 'qemu.profile=7.2']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /primary-failover/);
+});
+
+t.test("helper commands (status, maintenance, resume, failover) never repeat the arbiter.mode none warning; check-config gives it once", async (t) => {
+  const dir = shortTempDir(t);
+  const metricsPort = await freePort();
+  const sets = [...(await loneAgentSets(dir, join(dir, 'state'), metricsPort)), 'heartbeat.startupGraceMs=120000'];
+  // A real agent (arbiter none, as the example config) for status to ask, on the state dir the other helpers use.
+  await startAgent({ name: 'primary', config: EXAMPLE, sets, t });
+  const args = ['--config', EXAMPLE, ...sets.flatMap((s) => ['--set', s])];
+  const risk = /arbiter\.mode is none/g;
+  const commands: Array<{ argv: string[]; code: number }> = [
+    { argv: ['status', ...args], code: 0 },
+    { argv: ['status', ...args, '--json'], code: 0 },
+    { argv: ['maintenance', 'on', ...args, '--reason', 'test'], code: 0 },
+    { argv: ['maintenance', 'status', ...args], code: 0 },
+    { argv: ['maintenance', 'off', ...args], code: 0 },
+    { argv: ['resume', ...args], code: 0 },
+    // No QEMU behind qemu.qmp: the failover cannot connect (exit 1), after its config load.
+    { argv: ['failover', ...args, '--set', 'qemu.connectTimeoutMs=500'], code: 1 },
+  ];
+  for (const { argv, code } of commands) {
+    const what = argv.slice(0, argv.indexOf('--config')).join(' ');
+    const r = await runCli(argv);
+    t.equal(r.code, code, `${what}: exit ${code}\n${r.stderr}`);
+    t.equal(`${r.stdout}${r.stderr}`.match(risk)?.length ?? 0, 0, `${what}: no arbiter.mode none warning`);
+    t.notMatch(`${r.stdout}${r.stderr}`, /heartbeat\.insecure is true/, `${what}: nor any other risky-setting warning`);
+  }
+  const checked = await runCli(['check-config', ...args]);
+  t.equal(checked.code, 0, checked.stderr);
+  t.equal(checked.stderr.match(risk)?.length ?? 0, 1, 'check-config gives the warning, once');
 });

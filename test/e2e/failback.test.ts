@@ -24,8 +24,9 @@ import t, { type Test } from 'tap';
 import { QmpClient } from '../../src/qmp/index.js';
 import { freshSecondaryCommand, startFreshSecondary, type FreshSecondary } from '../../src/qemu/colo-launch.js';
 import { agentState, killAllChildren, logMsg, requireBuiltCli, type AgentProcess, type LogPredicate } from '../helpers/agent-process.js';
-import { waitFailoverDone } from '../helpers/colo-agents.js';
+import { waitFailoverDone, type AgentStatusJson } from '../helpers/colo-agents.js';
 import { listBlockNodes, listObjects, queryColoStatus, queryStatus, type QmpTarget } from '../helpers/colo-pair.js';
+import { errorLines, scrapeSample } from '../helpers/observe.js';
 import { BRING_UP_HOST, startLabColoAgentsOrSkip, type LabColo, type PairHost } from '../lab/lab-colo.js';
 
 /** Bounds for a loaded 2-core machine, not targets. */
@@ -78,10 +79,44 @@ async function comeBackLaunching(t: Test, lc: LabColo, host: PairHost): Promise<
   return { qemu, agent, pid };
 }
 
+/** Polls `host`'s /status until `ok` holds: '' then, else at the timeout what it said last. */
+async function waitStatus(lc: LabColo, host: PairHost, ok: (s: AgentStatusJson) => boolean, timeoutMs: number): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const s = await lc.status(host);
+      if (ok(s)) return '';
+      last = `state ${s.state}, qemu ${s.qemu.status}, COLO mode ${s.qemu.colo.mode}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() >= end) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function assertColo(t: Test, primary: QmpTarget, secondary: QmpTarget, what: string): Promise<void> {
   t.match(await queryColoStatus(primary), { mode: 'primary' }, `${what}: the primary QEMU is in COLO as primary`);
   t.match(await queryColoStatus(secondary), { mode: 'secondary' }, `${what}: the new secondary QEMU is in COLO as secondary`);
   t.match(await queryStatus(primary), { running: true }, `${what}: the guest runs`);
+}
+
+/**
+ * A routine failback is no incident on the returning host: its agent, stale (the peer took over
+ * under a newer epoch) beside a QEMU that runs no guest (a fresh secondary), logs nothing at
+ * level error or above and counts no guest stop for staleness (it had no guest to pause).
+ */
+async function assertQuietReturn(t: Test, lc: LabColo, host: PairHost, agent: AgentProcess): Promise<void> {
+  t.ok(agent.find(agentState('stale')), `${host}'s returning agent went stale (the peer holds a newer epoch)`);
+  const errors = errorLines(agent);
+  t.same(
+    errors.map((e) => e.line),
+    [],
+    `${host}'s returning agent logged no line at level error or above during the failback`,
+  );
+  const stops = await scrapeSample(lc.metricsAddress(host), 'colo_agent_guest_stops_total', { reason: 'stale' });
+  t.ok(stops === undefined || stops === 0, `${host}: colo_agent_guest_stops_total{reason="stale"} absent or 0 (it is ${stops})`);
 }
 
 if (requireBuiltCli(t)) {
@@ -106,6 +141,7 @@ if (requireBuiltCli(t)) {
     t.equal(done.sequence, 'primary-resume');
     await assertColo(t, pair.side('primary'), back.qemu, 'after the resume');
     await back.agent.waitForLog(logMsg('agent state ready-secondary -> peer-up'), WAIT_MS).catch(() => undefined);
+    await assertQuietReturn(t, lc, 'b', back.agent);
 
     // The new secondary's host is lost again (a crash this time): a second failover after a resume.
     since = primary.cursor();
@@ -116,6 +152,37 @@ if (requireBuiltCli(t)) {
     await primary.waitForLog(agentState('solo'), WAIT_MS, { since });
     t.match(await queryStatus(pair.side('primary')), { status: 'running' });
     t.match(await queryColoStatus(pair.side('primary')), { mode: 'none' });
+  });
+
+  t.test('primary host lost -> secondary failover -> the old primary host back with a fresh secondary that its agent sees before it hears the peer: stale, no guest to pause -> resume -> COLO', async (t) => {
+    const lc = await setup(t);
+    if (!lc) return;
+    const { pair, lab } = lc;
+    const survivor = lc.agents.b!;
+    let since = survivor.cursor();
+    const faultAt = Date.now();
+    await lab.crash('a');
+    const first = await waitFailoverDone(survivor, since, faultAt, WAIT_MS);
+    t.equal(first.sequence, 'secondary-failover');
+    await survivor.waitForLog(agentState('solo'), WAIT_MS, { since });
+
+    // Host a comes back, its links to b late: its agent (installed primary, epoch not yet known
+    // stale) sees its fresh QEMU first (COLO mode none, incoming: no guest runs), and learns the
+    // newer epoch only when the links come up. That QEMU is what a stale node must leave alone.
+    await lab.partition('a', 'b');
+    since = survivor.cursor();
+    const back = await comeBack(lc, 'a');
+    const seen = await waitStatus(lc, 'a', (s) => s.qemu.status === 'ready' && s.qemu.colo.mode === 'none', WAIT_MS);
+    t.equal(seen, '', `a's agent sees its fresh QEMU (COLO mode none) before it hears b${seen ? `: ${seen}` : ''}`);
+    t.notOk(back.agent.find(agentState('stale')), 'and is not stale yet');
+    t.match(await queryStatus(back.qemu), { running: false }, 'the fresh secondary runs no guest');
+    await lab.heal();
+    await back.agent.waitForLog(agentState('stale'), WAIT_MS);
+    await back.agent.waitForLog(readySecondary, WAIT_MS);
+    const done = (await survivor.waitForLog(resumed, RESUME_WAIT_MS, { since })).record ?? {};
+    t.equal(done.sequence, 'secondary-resume');
+    await assertColo(t, pair.side('secondary'), back.qemu, 'roles swapped');
+    await assertQuietReturn(t, lc, 'a', back.agent);
   });
 
   t.test('primary host lost -> secondary failover -> the old primary host back as secondary -> resume before rew0 -> COLO with roles swapped -> failover again', async (t) => {
@@ -139,6 +206,7 @@ if (requireBuiltCli(t)) {
     await assertColo(t, pair.side('secondary'), back.qemu, 'roles swapped');
     const objects = await listObjects(pair.side('secondary'));
     t.ok(objects.includes(pair.colo.ids.rew0), 'the new primary keeps its filter-rewriter');
+    await assertQuietReturn(t, lc, 'a', back.agent);
 
     // The new primary (old secondary host) loses power: the new secondary (old primary host) takes over.
     const since2 = back.agent.cursor();
