@@ -474,7 +474,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.gate.on('arbitration', (e) => this.emit('arbitration', e));
     this.gate.on('fence', (e) => this.emit('fence', e));
     this.log.info({ epoch: epochs.snapshot(), arbiter: this.arbiter.mode }, 'epoch');
-    if (this.arbiter.mode === 'none') this.log.warn('arbiter.mode is none: a network partition can make both nodes take over (split brain)');
     await this.arbiter.start();
     await this.links.start();
     this.log.info(

@@ -80,8 +80,11 @@ async function main(argv: string[]): Promise<number> {
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true } },
       });
       const sources = configSources(values);
-      const cfg = loadFromSources(sources, (w) => err(`warning: ${w}`));
+      // The risky settings (config/warnings.ts) are told once, as warn lines of the agent's log.
+      const risks: string[] = [];
+      const cfg = loadFromSources(sources, (w) => risks.push(w));
       const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
+      for (const w of risks) logger.warn(w);
       process.on('uncaughtException', (e) => {
         // A bug, not bad input (bad input is handled where it arrives): log it and let the
         // service manager restart us rather than run in an unknown state.

@@ -155,12 +155,12 @@ t.test('plan prints the exact commands from the config; offline, "auto" is the i
   t.match(bad.stderr, /primary-failover/);
 });
 
-t.test("helper commands (status, maintenance, resume, failover) never repeat the arbiter.mode none warning; check-config gives it once", async (t) => {
+t.test("helper commands (status, maintenance, resume, failover) never repeat the arbiter.mode none warning; check-config and run give it once", async (t) => {
   const dir = shortTempDir(t);
   const metricsPort = await freePort();
   const sets = [...(await loneAgentSets(dir, join(dir, 'state'), metricsPort)), 'heartbeat.startupGraceMs=120000'];
   // A real agent (arbiter none, as the example config) for status to ask, on the state dir the other helpers use.
-  await startAgent({ name: 'primary', config: EXAMPLE, sets, t });
+  const agent = await startAgent({ name: 'primary', config: EXAMPLE, sets, t });
   const args = ['--config', EXAMPLE, ...sets.flatMap((s) => ['--set', s])];
   const risk = /arbiter\.mode is none/g;
   const commands: Array<{ argv: string[]; code: number }> = [
@@ -183,4 +183,7 @@ t.test("helper commands (status, maintenance, resume, failover) never repeat the
   const checked = await runCli(['check-config', ...args]);
   t.equal(checked.code, 0, checked.stderr);
   t.equal(checked.stderr.match(risk)?.length ?? 0, 1, 'check-config gives the warning, once');
+  const told = agent.entries.filter((e) => /arbiter\.mode is none/.test(e.line));
+  t.equal(told.length, 1, `run gives it once, as a warn line of its log: ${told.map((e) => e.line).join(' | ')}`);
+  t.equal(told[0]?.record?.level, 'warn', 'at level warn');
 });

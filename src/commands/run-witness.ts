@@ -14,7 +14,6 @@ import { installSignalHandlers } from './run.js';
 
 export async function runWitness(cfg: AgentConfig, logger: Logger): Promise<WitnessServer> {
   const key = await loadHeartbeatKey(cfg);
-  if (!key) logger.warn('heartbeat.insecure is set: arbitration requests are NOT authenticated');
   const hb = cfg.heartbeat;
   const witness = new WitnessServer({
     nodeName: cfg.node.name,

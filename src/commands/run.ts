@@ -71,7 +71,6 @@ export function installSignalHandlers(logger: Logger, stop: (reason: string) => 
 
 export async function runAgent(cfg: AgentConfig, logger: Logger, sources: ConfigSources): Promise<Agent> {
   const key = await loadHeartbeatKey(cfg);
-  if (!key) logger.warn('heartbeat.insecure is set: heartbeats are NOT authenticated; anyone who reaches the port can fake a live peer');
   const agent = new Agent(cfg, { logger, key });
   // Before start(): no event is missed, and a busy metrics port fails the start early.
   const metrics = cfg.metrics.listen ? await startAgentMetrics(agent, { listen: cfg.metrics.listen, node: cfg.node.name, logger }) : undefined;
