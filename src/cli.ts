@@ -5,22 +5,19 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+// Static imports are what `run` (a long-lived daemon whose resident memory counts) needs anyway,
+// plus error reporting. Commands the agent never runs (demo, witness, status, keygen, failover,
+// config-reference) are imported in their case below, so an agent does not carry their code.
 import { checkConfig, loadFromSources, type ConfigSources } from './commands/check-config.js';
-import { configReferenceMarkdown } from './commands/config-reference.js';
-import { demo } from './commands/demo.js';
-import { DEMO_ARBITERS, type DemoArbiter } from './demo/plan.js';
-import { DRILL_KINDS, type DrillKind } from './demo/timeline.js';
-import { manualFailover } from './commands/failover.js';
+import type { DemoArbiter } from './demo/plan.js';
+import type { DrillKind } from './demo/timeline.js';
 import { formatMaintenance, maintenanceOff, maintenanceOn, readMaintenance } from './commands/maintenance.js';
 import { requestResume } from './commands/resume.js';
 import { pairAddresses } from './core/topology.js';
 import { PLAN_SEQUENCES, planText } from './commands/plan.js';
 import { profileForVersion, resolveQemuProfile, type QemuProfile } from './colo/profile.js';
-import { keygen } from './commands/keygen.js';
 import { parseJsonArgs, qmpCommand, UsageError } from './commands/qmp.js';
 import { runAgent } from './commands/run.js';
-import { runWitness } from './commands/run-witness.js';
-import { fetchStatus, formatStatus } from './commands/status.js';
 import { ConfigError } from './config/index.js';
 import { ColoAgentError } from './errors.js';
 import { KeyFileError } from './heartbeat/errors.js';
@@ -91,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
         logger.fatal({ err: e }, 'uncaught exception');
         process.exit(70);
       });
-      if (cfg.node.role === 'witness') await runWitness(cfg, logger);
+      if (cfg.node.role === 'witness') await (await import('./commands/run-witness.js')).runWitness(cfg, logger);
       else await runAgent(cfg, logger, sources); // the sources again on SIGHUP
       return -1; // keep running until a signal
     }
@@ -147,6 +144,7 @@ async function main(argv: string[]): Promise<number> {
       });
       const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
       const logger = createLogger({ level: cfg.log.level, base: { node: cfg.node.name } });
+      const { manualFailover } = await import('./commands/failover.js');
       const outcome = await manualFailover(cfg, values.qmp ?? cfg.qemu.qmp, logger);
       const r = outcome.result;
       out(JSON.stringify({ ok: outcome.ok, sequence: r.sequence, resumed: outcome.resumed, durationMs: r.durationMs, error: r.error?.message }));
@@ -158,6 +156,7 @@ async function main(argv: string[]): Promise<number> {
         options: { config: { type: 'string', multiple: true }, set: { type: 'string', multiple: true }, json: { type: 'boolean', default: false } },
       });
       const cfg = loadFromSources(configSources(values), (w) => err(`warning: ${w}`), HELPER_COMMAND);
+      const { fetchStatus, formatStatus } = await import('./commands/status.js');
       const status = await fetchStatus(cfg.metrics.listen);
       out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
       return 0;
@@ -199,12 +198,14 @@ async function main(argv: string[]): Promise<number> {
     case 'keygen': {
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, force: { type: 'boolean', default: false } } });
       if (!values.out) throw new UsageError('--out FILE is required');
+      const { keygen } = await import('./commands/keygen.js');
       await keygen(values.out, values.force);
       err(`wrote a new heartbeat key to ${values.out} (mode 0600); copy it to the peer over a trusted channel`);
       return 0;
     }
     case 'demo': {
       const { values } = parseArgs({ args: rest, options: { drill: { type: 'string' }, arbiter: { type: 'string', default: 'witness' } } });
+      const [{ demo }, { DEMO_ARBITERS }, { DRILL_KINDS }] = await Promise.all([import('./commands/demo.js'), import('./demo/plan.js'), import('./demo/timeline.js')]);
       const drill = values.drill;
       if (drill !== undefined && !DRILL_KINDS.includes(drill as DrillKind)) throw new UsageError(`--drill must be one of ${DRILL_KINDS.join(', ')}`);
       const arbiter = values.arbiter;
@@ -220,7 +221,7 @@ async function main(argv: string[]): Promise<number> {
       });
     }
     case 'config-reference':
-      out(configReferenceMarkdown());
+      out((await import('./commands/config-reference.js')).configReferenceMarkdown());
       return 0;
     case 'version':
     case '--version':
