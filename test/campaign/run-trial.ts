@@ -27,6 +27,7 @@
  * Failovers come from the agents' logs (`failover starting`, component failover; `failover done`,
  * component agent), stamped by the agent on the same wall clock as QEMU's events.
  */
+import { OutsideTapScope } from '../lab/scope.js';
 import { logTimeMs, sleep, type LogPredicate } from '../helpers/agent-process.js';
 import { failoverDone, failoverResuming, failoverStarting, onJournal, runningDecision } from '../helpers/colo-agents.js';
 import type { PairHost } from '../lab/lab-colo.js';
@@ -65,25 +66,8 @@ interface Scope {
   pass(message: string, extra: { skip: string }): unknown;
 }
 
-class TrialScope implements Scope {
-  private readonly fns: Array<() => unknown> = [];
-  skipped: string | undefined;
-  teardown(fn: () => unknown): void {
-    this.fns.push(fn);
-  }
-  pass(_message: string, extra: { skip: string }): void {
-    this.skipped = extra.skip;
-  }
-  async close(): Promise<void> {
-    for (const fn of this.fns.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch {
-        // cleanup goes on: the lab's own teardown kills whatever is left
-      }
-    }
-  }
-}
+/** The trial's scope: tap's teardown and skip, outside tap. */
+class TrialScope extends OutsideTapScope implements Scope {}
 
 /** The replay command of a trial. */
 export function replayCommand(seed: number, index: number): string {

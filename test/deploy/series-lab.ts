@@ -12,25 +12,7 @@ import { HEARTBEAT_PORT, type LabColoHarness, type PairHost } from '../lab/lab-c
 import type { Lab } from '../lab/netns.js';
 
 /** A tap Test's teardown and skip, for the recording script (run outside tap). */
-export class Scope {
-  private readonly fns: Array<() => unknown> = [];
-  skipped: string | undefined;
-  teardown(fn: () => unknown): void {
-    this.fns.push(fn);
-  }
-  pass(_message: string, extra: { skip: string }): void {
-    this.skipped = extra.skip;
-  }
-  async close(): Promise<void> {
-    for (const fn of this.fns.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch {
-        // the lab's own teardown kills whatever is left
-      }
-    }
-  }
-}
+export { OutsideTapScope as Scope } from '../lab/scope.js';
 
 const MGMT_TABLE = 'alertseries_mgmt';
 
