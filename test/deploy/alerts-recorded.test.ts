@@ -42,6 +42,10 @@ const derived: SeriesFixture[] = [
 ];
 const fixtures = [...recorded, ...derived, ...HAND_WRITTEN];
 
+// Every fixture is a promtool run over up to an hour of 1 s series: about 70 s alone here, more beside
+// the rest of the suite on 2 cores, which tap's 120 s default per file does not leave.
+t.setTimeout(10 * 60_000);
+
 t.test('every fixture has an expectation, and every rule fires in some fixture', async (t) => {
   for (const fx of fixtures) t.ok(EXPECTATIONS[fx.scenario], `${fx.scenario}: expectation in series-expectations.ts`);
   for (const name of Object.keys(EXPECTATIONS)) t.ok(fixtures.some((f) => f.scenario === name), `${name}: its fixture exists`);
