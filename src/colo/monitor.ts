@@ -31,6 +31,18 @@
  *   `cont` of a -S VM) and is dropped. A STOP arriving before the candidate is decided drops it
  *   (the VM ran again, so that RESUME was not the last one before COLO).
  * - A colo-start without a STOP seen has pauseMs 0 and stopAt === resumeAt.
+ * - Measured on 11.1.3 (monitor-*-qemu-11.1.3, polls every 20 ms; query-status alongside): the
+ *   same events as 7.2 (running primary: STOP at completion, RESUME at COLO start; -S primary and
+ *   secondary: that RESUME only; checkpoints complete under TCG, STOP/RESUME 50-90 ms apart on
+ *   both sides), but the COLO mode shows earlier: the primary answers primary ~25-40 ms before its
+ *   colo-start RESUME (runstate finish-migrate), the secondary answers secondary ~8 ms before its
+ *   RESUME (runstate still inmigrate); on 7.2 the secondary's mode and RESUME came together. An
+ *   agent that connects inside that window (the e2e lab's secondary) gets mode secondary as its
+ *   first answer, from `unknown`. Hence: when the first answer after `unknown` says
+ *   primary/secondary and no STOP is pending, the phase is `inside` but a RESUME with no STOP
+ *   before it, arriving before any other STOP or RESUME, is the colo-start (pause 0), not
+ *   `resume-without-stop`. Cost: attaching to a QEMU long in COLO in the middle of a checkpoint
+ *   (STOP missed, then its RESUME) counts one colo-start instead of that anomaly; never a checkpoint.
  * - A pair whose STOP or RESUME came in `unknown` and which turns out to be in COLO cannot be told
  *   apart (colo-start or checkpoint?): it is counted as anomaly `unclassified-pause`, no event.
  *   The agent polls at start, so in practice `unknown` only covers the first round trip.
@@ -42,7 +54,8 @@
  * - `stop-while-stopped`: a STOP while a STOP is pending. QEMU emits STOP only for a running VM,
  *   so we missed a RESUME: the older pause is dropped, the new STOP starts a fresh pause and a
  *   fresh stall timer (a stall in progress is cleared: the VM evidently ran in between).
- * - `resume-without-stop`: a RESUME in `inside` with no pending STOP; ignored. (Outside COLO a
+ * - `resume-without-stop`: a RESUME in `inside` with no pending STOP (other than the attach case
+ *   above); ignored. (Outside COLO a
  *   lone RESUME is normal: `cont`, an incoming migration; it is not counted.)
  * - `resume-before-stop`: a RESUME whose timestamp is earlier than the pending STOP's; the VM
  *   is running, so the pause ends, but no checkpoint is emitted.
@@ -143,6 +156,12 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
 
   private pending: PendingStop | undefined;
   private candidate: StartCandidate | undefined;
+  /**
+   * Set when the first answer after `unknown` said primary/secondary: we may have attached between
+   * QEMU setting the COLO mode and the colo-start RESUME (QEMU 11.1, see the file comment). Until
+   * the next STOP or RESUME, a RESUME with no STOP before it is that colo-start.
+   */
+  private attachedInColo = false;
   private readonly lastStamp = new Map<string, string>();
 
   private stallTimer: TimerHandle | undefined;
@@ -314,7 +333,9 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
       return;
     }
     if (this.phaseValue === 'unknown') {
-      // Attached to a QEMU already in COLO: pairs from now on are checkpoints.
+      // Attached to a QEMU already in COLO: pairs from now on are checkpoints; but a lone RESUME
+      // before any STOP is the colo-start we attached just ahead of (QEMU 11.1).
+      this.attachedInColo = this.pending === undefined;
       this.setPhase('inside', `query-colo-status says mode ${mode}`);
       this.armStall();
     } else if (this.phaseValue === 'outside') {
@@ -349,6 +370,7 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
       this.log.debug({ resumeAt: this.candidate.resumeAt }, 'the VM stopped again before the RESUME could be classified: not the colo-start');
       this.candidate = undefined;
     }
+    this.attachedInColo = false;
     this.pending = { stamp: ev.timestamp, at: ev.timestampMs, localAt: this.clock.now(), phase: this.phaseValue };
     this.armStall();
   }
@@ -356,6 +378,7 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
   private onResume(ev: QmpEvent): void {
     const stop = this.pending;
     this.pending = undefined;
+    if (stop) this.attachedInColo = false;
     if (stop && stampDiffMs(stop.stamp, ev.timestamp) < 0) {
       this.anomaly('resume-before-stop', 'RESUME stamped before the pending STOP: pause dropped', { stopAt: stop.at, resumeAt: ev.timestampMs });
       this.clearStall('RESUME');
@@ -364,7 +387,10 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
     this.clearStall('RESUME');
     switch (this.phaseValue) {
       case 'inside':
-        if (!stop) this.anomaly('resume-without-stop', 'RESUME in COLO with no STOP before it; ignored', { at: ev.timestampMs });
+        if (!stop && this.attachedInColo) {
+          this.attachedInColo = false;
+          this.pause('colo-start', ev.timestamp, ev.timestamp);
+        } else if (!stop) this.anomaly('resume-without-stop', 'RESUME in COLO with no STOP before it; ignored', { at: ev.timestampMs });
         else if (stop.phase === 'inside') this.pause('checkpoint', stop.stamp, ev.timestamp);
         else this.anomaly('unclassified-pause', 'a pause that began before we knew whether COLO had started', { stopAt: stop.at });
         return;
@@ -430,6 +456,7 @@ export class ColoMonitor extends EventEmitter<ColoMonitorEvents> {
 
   /** COLO ended or can no longer be followed: drop what was pending, end a stall. */
   private leaveColo(why: string): void {
+    this.attachedInColo = false;
     this.pending = undefined;
     this.candidate = undefined;
     this.clearStall(why);

@@ -6,7 +6,7 @@
  * exact timing, duplicate and out-of-order events, COLO_EXIT, poll failures, stop().
  *
  * Part 2 replays REAL transcripts (test/fixtures/qmp-transcripts/, recorded from QEMU 7.2.22 by
- * monitor.real.test.ts and colo-pair.test.ts): QEMU's events at their recorded times, and the
+ * monitor.real.test.ts and colo-pair.test.ts, and from QEMU 11.1.3 with 20 ms polls by monitor-record.ts): QEMU's events at their recorded times, and the
  * recorded query-colo-status replies in order, each no earlier than it was recorded (a reply that
  * never came is never sent). Completed checkpoints are driven by transcripts because real QEMU 7.2
  * under TCG cannot be relied on to complete one here: the primary deadlocks at the end of its first
@@ -298,6 +298,34 @@ t.test('attached to a QEMU already in COLO: the next pair is a checkpoint', asyn
   t.same(r.seen.pauses, [{ kind: 'checkpoint', pauseMs: 31.5, stopAt: epochMs(0), resumeAt: epochMs(31.5) }]);
 });
 
+t.test('attached between the COLO mode and the colo-start RESUME (QEMU 11.1): the lone RESUME is the colo-start', async (t) => {
+  // Measured on 11.1.3: the secondary answers mode secondary (runstate still inmigrate) ~8 ms
+  // before its colo-start RESUME, the primary answers primary (finish-migrate) ~40 ms before its own.
+  t.test('secondary', async (t) => {
+    const r = await rig(t, { mode: 'secondary' });
+    t.equal(r.monitor.phase, 'inside');
+    await r.event('RESUME', 7);
+    t.same(r.seen.pauses, [{ kind: 'colo-start', pauseMs: 0, stopAt: epochMs(7), resumeAt: epochMs(7) }]);
+    t.equal(r.monitor.coloStarts, 1);
+    t.same(r.monitor.anomalies, NO_ANOMALIES);
+    await r.event('STOP', 1000);
+    await r.event('RESUME', 1050);
+    t.same(r.seen.pauses.map((p) => p.kind), ['colo-start', 'checkpoint'], 'then checkpoints');
+    await r.event('RESUME', 1100);
+    t.equal(r.monitor.coloStarts, 1, 'only the first lone RESUME');
+    t.equal(r.monitor.anomalies['resume-without-stop'], 1);
+  });
+  t.test('a STOP first: the usual attach to a QEMU already in COLO', async (t) => {
+    const r = await rig(t, { mode: 'primary' });
+    await r.event('STOP', 0);
+    await r.event('RESUME', 40);
+    await r.event('RESUME', 80);
+    t.same(r.seen.pauses.map((p) => p.kind), ['checkpoint']);
+    t.equal(r.monitor.coloStarts, 0);
+    t.equal(r.monitor.anomalies['resume-without-stop'], 1);
+  });
+});
+
 t.test('a pause seen before any poll answered, then COLO: unclassified, not counted', async (t) => {
   const r = await rig(t, { mode: 'primary', hold: true });
   t.equal(r.monitor.phase, 'unknown');
@@ -442,8 +470,10 @@ t.test('duplicate events (same event, same timestamp) are ignored and counted', 
 t.test('out-of-order events give no bogus pause', async (t) => {
   t.test('RESUME with no STOP', async (t) => {
     const r = await rig(t, { mode: 'primary' });
-    await r.event('RESUME', 0);
-    t.same(r.seen.pauses, []);
+    await r.event('STOP', 0);
+    await r.event('RESUME', 50);
+    await r.event('RESUME', 100);
+    t.same(r.seen.pauses.map((p) => p.kind), ['checkpoint']);
     t.equal(r.monitor.anomalies['resume-without-stop'], 1);
   });
   t.test('STOP while stopped: the newer STOP starts the pause', async (t) => {
@@ -771,6 +801,51 @@ t.test('replay: failover transcripts (colo-pair.test.ts): the failover pause is 
       t.same(seen.pauses, [], 'no checkpoint, no colo-start');
       t.equal(monitor.stalls, 0);
       t.notOk(monitor.inProgress);
+      t.same(monitor.anomalies, NO_ANOMALIES);
+    });
+  }
+});
+
+t.test('replay: QEMU 11.1.3, query-colo-status every 20 ms (test/colo/monitor-record.ts)', async (t) => {
+  t.test('colo-start, primary running its guest: mode primary before the STOP/RESUME pair ends', async (t) => {
+    const { monitor, seen, events } = await replay(t, 'monitor-colo-start-primary-qemu-11.1.3');
+    t.same(events.map((e) => e.msg.event), ['RESUME', 'STOP', 'RESUME']);
+    const [, stop, resume] = events as [Entry, Entry, Entry];
+    t.same(seen.pauses.map((p) => p.kind), ['colo-start']);
+    t.match(seen.pauses[0], { stopAt: stampMs(stop), resumeAt: stampMs(resume) });
+    t.equal(monitor.coloStarts, 1);
+    t.equal(monitor.checkpoints, 0);
+    t.equal(monitor.phase, 'inside');
+    t.same(monitor.anomalies, NO_ANOMALIES);
+  });
+  t.test('colo-start, secondary: a RESUME alone', async (t) => {
+    const { monitor, seen, events } = await replay(t, 'monitor-colo-start-secondary-qemu-11.1.3');
+    t.same(events.map((e) => e.msg.event), ['RESUME']);
+    t.same(seen.pauses, [{ kind: 'colo-start', pauseMs: 0, stopAt: stampMs(events[0] as Entry), resumeAt: stampMs(events[0] as Entry) }]);
+    t.equal(monitor.checkpoints, 0);
+    t.equal(monitor.status.mode, 'secondary');
+    t.same(monitor.anomalies, NO_ANOMALIES);
+  });
+  for (const role of ['primary', 'secondary'] as const) {
+    t.test(`x-checkpoint-delay 1000, ${role}: checkpoints complete (no deadlock on 11.1), counted once each`, async (t) => {
+      const { monitor, seen, events } = await replay(t, `monitor-first-checkpoint-${role}-qemu-11.1.3`);
+      const names = events.map((e) => e.msg.event);
+      t.same(names.filter((n) => n !== 'COLO_EXIT'), ['RESUME', 'STOP', 'RESUME', 'STOP', 'RESUME']);
+      t.same(seen.pauses.map((p) => p.kind), ['colo-start', 'checkpoint', 'checkpoint']);
+      t.same(
+        seen.pauses.slice(1).map((p) => [p.stopAt, p.resumeAt]),
+        [
+          [stampMs(events[1] as Entry), stampMs(events[2] as Entry)],
+          [stampMs(events[3] as Entry), stampMs(events[4] as Entry)],
+        ],
+      );
+      t.equal(monitor.coloStarts, 1);
+      t.equal(monitor.checkpoints, 2);
+      t.equal(monitor.stalls, 0);
+      if (role === 'secondary') {
+        t.equal(names.at(-1), 'COLO_EXIT', 'the primary killed: COLO_EXIT');
+        t.equal(monitor.phase, 'exited');
+      }
       t.same(monitor.anomalies, NO_ANOMALIES);
     });
   }
