@@ -115,6 +115,10 @@ export async function runTrial(trial: Trial): Promise<TrialOutcome> {
     if (phaseMs === 0) phaseMs = Date.now() - started;
     obs = { ...obs, endAt: Date.now(), harnessError: (err as Error).message, qemus: tl?.fleet.timelines() ?? [] };
   }
+  if (tl?.resyncStartedAt !== undefined) {
+    const end = tl.resyncEndedAt;
+    notes.push(`the throttled copy ${end !== undefined ? `ran ${Math.round(end - tl.resyncStartedAt)} ms (running -> stopped, QEMU's stamps)` : 'had not stopped when the trial ended'}`);
+  }
   const verdict = judge(obs, e);
   const durationMs = Date.now() - started;
   const transcript = verdict.held || !tl ? undefined : `${tl.transcript(40)}\n--- QEMU (fleet):\n${tl.fleet.describe()}`;
@@ -224,7 +228,8 @@ async function play(tl: TrialLab, trial: Trial, e: Expectation, notes: string[])
 
   if (trial.phase === 'during-resync') {
     const ended = tl.resyncEndedAt;
-    if (ended !== undefined && ended < faultAt) throw new PhaseError(`the throttled resync was over ${Math.round(faultAt - ended)} ms before the fault: not during-resync`);
+    const lasted = ended !== undefined && tl.resyncStartedAt !== undefined ? ` (it ran ${Math.round(ended - tl.resyncStartedAt)} ms)` : '';
+    if (ended !== undefined && ended < faultAt) throw new PhaseError(`the throttled resync was over ${Math.round(faultAt - ended)} ms before the fault${lasted}: not during-resync`);
     note(`the throttled resync was still running at the fault${ended !== undefined ? ` (it stopped at +${Math.round(ended - faultAt)} ms)` : ''}`);
   }
 
