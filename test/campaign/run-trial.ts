@@ -22,7 +22,8 @@
  *   failover from the journal; then the primary's host is relaunched;
  * - witness-down: SIGKILL of the witness; watched; the witness started again.
  * In a solo phase the host without a QEMU is relaunched at the end (the expected resume); in
- * during-resync the first drive-mirror is throttled, the ones after the fault are not.
+ * during-resync the first drive-mirror is throttled (its NBD flow shaped, lab-phases.ts), the
+ * ones after the fault are not (the shaper goes when the first job stops).
  *
  * Failovers come from the agents' logs (`failover starting`, component failover; `failover done`,
  * component agent), stamped by the agent on the same wall clock as QEMU's events.
