@@ -14,9 +14,12 @@
  * - after-secondary-failover: the same with a lost: b runs the secondary failover;
  * - during-resync: after-primary-failover, the disk given data to copy (qemu-io on a's quorum
  *   drive), then b's agent restarted with qemu.launch: it launches a fresh secondary, a starts the
- *   resume, and the moment a's drive-mirror job runs, this harness throttles it
- *   (block-job-set-speed on its own QMP socket: the agent has no speed setting) so that the copy
- *   lasts RESYNC_THROTTLED_MS or so; the fault hits while it runs;
+ *   resume, and a's drive-mirror copies the disk over NBD through a shaper this harness put on a's
+ *   replication link (tc htb on the NBD port only: the agent has no speed setting) so that the copy
+ *   lasts RESYNC_THROTTLED_MS or so; the fault hits while it runs, the shaper goes when the copy
+ *   stops. Not block-job-set-speed once the job runs: QEMU 11.1's mirror puts a whole buffer
+ *   (16 MiB) in flight inside the drive-mirror command, before any speed set after it can act, so
+ *   the data was copied at full speed in ~60 ms (7.2 copied it throttled);
  * - failback-kept: after-primary-failover, then b back with qemu.launch: COLO resumed, a primary;
  * - failback-swapped: after-secondary-failover, then a back with qemu.launch: COLO, b primary;
  * - second-failover: failback-swapped, then power loss of b (the new primary): a runs the
@@ -35,6 +38,7 @@ import { waitFailoverDone, WITNESS_CONFIG, type AgentStatusJson, type FailoverTi
 import type { SkippableTest } from '../helpers/colo-pair.js';
 import { BRING_UP_HOST, startLabColoOrSkip, peerOf, steadyProblems, waitAgentStatuses, type LabColo, type PairHost } from '../lab/lab-colo.js';
 import type { Phase } from './matrix.js';
+import { run } from '../lab/netns.js';
 import { QemuFleet } from './qemu-fleet.js';
 
 export const WAIT_MS = 20_000;
@@ -44,8 +48,12 @@ export const RESUME_WAIT_MS = 60_000;
 export const DISK_MB = 32;
 /** How much of the disk during-resync fills with data (unallocated clusters cost the mirror nothing). */
 const RESYNC_DATA_MB = 16;
-/** The throttled copy's speed: RESYNC_DATA_MB at this rate is the window the fault hits in. */
-/** 2 MiB/s: an 8 s window, wide enough that a loaded machine still reaches the fault while it runs (4 MiB/s missed it once in CI). */
+/**
+ * The throttled copy's speed (the NBD flow's shaped rate): RESYNC_DATA_MB at this rate is the
+ * window the fault hits in. 2 MiB/s: an 8 s window, wide enough that a loaded machine still
+ * reaches the fault while it runs (4 MiB/s missed it once in CI). Only data is shaped: the
+ * mirror's zero writes of the unallocated rest carry no payload over NBD.
+ */
 const RESYNC_SPEED_BYTES = 2 * 1024 * 1024;
 export const RESYNC_THROTTLED_MS = Math.round((RESYNC_DATA_MB * 1024 * 1024 * 1000) / RESYNC_SPEED_BYTES);
 
@@ -78,6 +86,8 @@ export class TrialLab {
   private readonly extraSets: string[];
   private witnessProc: AgentProcess | undefined;
   private readonly witnessHistory: AgentProcess[] = [];
+  /** during-resync: when the throttled copy started running, by QEMU's stamp. */
+  resyncStartedAt: number | undefined;
   /** during-resync: when the throttled copy stopped running (ready, cancelled, failed), by QEMU's stamp. */
   resyncEndedAt: number | undefined;
 
@@ -319,22 +329,24 @@ export class TrialLab {
     return this.lc.pair.side(BRING_UP[h]).qmp;
   }
 
-  /** Relaunch `h`; the first drive-mirror job the primary starts is throttled; resolves once it runs. */
+  /** Relaunch `h` with the NBD flow to it shaped; resolves once the primary's first drive-mirror job runs. */
   private async startThrottledResync(h: PairHost): Promise<void> {
     const client = this.primaryClient(this.primary);
-    let throttled: Promise<unknown> | undefined;
+    const unshape = await this.shapeNbd(this.primary);
+    this.t.teardown(unshape);
     let job: unknown;
     const running = new Promise<void>((resolve) => {
       const onEvent = (e: QmpEvent) => {
         if (e.event !== 'JOB_STATUS_CHANGE') return;
         if (job === undefined && e.data.status === 'running') {
           job = e.data.id;
-          throttled = client.execute('block-job-set-speed', { device: e.data.id, speed: RESYNC_SPEED_BYTES }).catch((err: Error) => err);
+          this.resyncStartedAt = e.timestampMs;
           resolve();
         } else if (e.data.id === job && e.data.status !== 'running') {
           // ready (copied), or aborting / concluded: the copy the fault was meant to hit is over.
           client.off('event', onEvent);
           this.resyncEndedAt = e.timestampMs;
+          void unshape();
         }
       };
       client.on('event', onEvent);
@@ -342,8 +354,36 @@ export class TrialLab {
     });
     await this.relaunch(h);
     await withTimeout(running, RESUME_WAIT_MS, `no drive-mirror job started on ${this.primary} within ${RESUME_WAIT_MS} ms`);
-    const r = await throttled;
-    if (r instanceof Error) throw new PhaseError(`block-job-set-speed: ${r.message}`);
+  }
+
+  /**
+   * Shape what `from` sends to the NBD port (the drive-mirror's writes, later the replication's)
+   * to RESYNC_SPEED_BYTES on its replication link; everything else passes unshaped. Returns the
+   * undo (idempotent, never throws: the namespace may be gone).
+   */
+  private async shapeNbd(from: PairHost): Promise<() => Promise<void>> {
+    const { lab, pair } = this.lc;
+    const dev = ['dev', 'rep0'];
+    const tc = (...args: string[]) => run(['tc', '-n', lab.ns(from), ...args]);
+    const steps = [
+      ['qdisc', 'add', ...dev, 'root', 'handle', '1:', 'htb'],
+      ['class', 'add', ...dev, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', `${RESYNC_SPEED_BYTES * 8}bit`, 'ceil', `${RESYNC_SPEED_BYTES * 8}bit`],
+      ['filter', 'add', ...dev, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'dport', String(pair.colo.nbdPort), '0xffff', 'flowid', '1:10'],
+    ];
+    let shaped = true;
+    const undo = async () => {
+      if (!shaped) return;
+      shaped = false;
+      await tc('qdisc', 'del', ...dev, 'root');
+    };
+    for (const step of steps) {
+      const r = await tc(...step);
+      if (r.code !== 0) {
+        await undo();
+        throw new PhaseError(`tc ${step.join(' ')} in ${from}: ${r.stderr.trim()}`);
+      }
+    }
+    return undo;
   }
 }
 

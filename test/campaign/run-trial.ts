@@ -22,7 +22,8 @@
  *   failover from the journal; then the primary's host is relaunched;
  * - witness-down: SIGKILL of the witness; watched; the witness started again.
  * In a solo phase the host without a QEMU is relaunched at the end (the expected resume); in
- * during-resync the first drive-mirror is throttled, the ones after the fault are not.
+ * during-resync the first drive-mirror is throttled (its NBD flow shaped, lab-phases.ts), the
+ * ones after the fault are not (the shaper goes when the first job stops).
  *
  * Failovers come from the agents' logs (`failover starting`, component failover; `failover done`,
  * component agent), stamped by the agent on the same wall clock as QEMU's events.
@@ -98,6 +99,10 @@ export async function runTrial(trial: Trial): Promise<TrialOutcome> {
   } catch (err) {
     if (phaseMs === 0) phaseMs = Date.now() - started;
     obs = { ...obs, endAt: Date.now(), harnessError: (err as Error).message, qemus: tl?.fleet.timelines() ?? [] };
+  }
+  if (tl?.resyncStartedAt !== undefined) {
+    const end = tl.resyncEndedAt;
+    notes.push(`the throttled copy ${end !== undefined ? `ran ${Math.round(end - tl.resyncStartedAt)} ms (running -> stopped, QEMU's stamps)` : 'had not stopped when the trial ended'}`);
   }
   const verdict = judge(obs, e);
   const durationMs = Date.now() - started;
@@ -208,7 +213,8 @@ async function play(tl: TrialLab, trial: Trial, e: Expectation, notes: string[])
 
   if (trial.phase === 'during-resync') {
     const ended = tl.resyncEndedAt;
-    if (ended !== undefined && ended < faultAt) throw new PhaseError(`the throttled resync was over ${Math.round(faultAt - ended)} ms before the fault: not during-resync`);
+    const lasted = ended !== undefined && tl.resyncStartedAt !== undefined ? ` (it ran ${Math.round(ended - tl.resyncStartedAt)} ms)` : '';
+    if (ended !== undefined && ended < faultAt) throw new PhaseError(`the throttled resync was over ${Math.round(faultAt - ended)} ms before the fault${lasted}: not during-resync`);
     note(`the throttled resync was still running at the fault${ended !== undefined ? ` (it stopped at +${Math.round(ended - faultAt)} ms)` : ''}`);
   }
 
