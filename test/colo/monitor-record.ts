@@ -12,19 +12,13 @@
  * does; recorded until the secondary completed a few checkpoints, then the primary is killed and
  * the secondary's COLO_EXIT recorded). A primary that deadlocks (7.2 under TCG) is killed as well.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { ColoMonitor } from '../../src/colo/monitor.js';
-import type { CheckpointEvent } from '../../src/colo/monitor-events.js';
-import { QmpClient } from '../../src/qmp/index.js';
+import type { QmpClient } from '../../src/qmp/index.js';
 import { coloSupport } from '../helpers/colo-cmdline.js';
-import { watchColoQemuSpawns, type SpawnedColoQemu } from '../helpers/colo-spawn-watch.js';
-import { recordQmp, startColoPairOrSkip, type ColoPair, type ColoRole, type QmpRecorder } from '../helpers/colo-pair.js';
+import type { ColoPair } from '../helpers/colo-pair.js';
 import { qemuAvailable } from '../helpers/qemu.js';
-import { shortTempDir } from '../helpers/short-temp-dir.js';
+import { saveTranscript, watchedPair as watchPair, type Watch, type WatchSettings } from './monitor-watch.js';
 
-const FIXTURES = fileURLToPath(new URL('../fixtures/qmp-transcripts/', import.meta.url));
 const RECORD_POLL_MS = 20;
 const COMMAND_TIMEOUT_MS = 500;
 const STALL_AFTER_MS = 1000;
@@ -34,77 +28,11 @@ const support = avail.ok ? coloSupport(avail) : avail;
 const skip = support.ok ? false : support.reason;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Watch {
-  role: ColoRole;
-  client: QmpClient;
-  monitor: ColoMonitor;
-  rec: QmpRecorder;
-  pauses: CheckpointEvent[];
-}
+const SETTINGS: WatchSettings = { pollPeriodMs: RECORD_POLL_MS, stallAfterMs: STALL_AFTER_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS };
+const RECORDED_BY = `test/colo/monitor-record.ts (colo-pair harness, -accel tcg, loopback; query-colo-status every ${RECORD_POLL_MS} ms)`;
 
-async function attach(t: Test, spawned: Promise<SpawnedColoQemu>, signal: AbortSignal, onReady?: (c: QmpClient) => Promise<void>): Promise<Watch> {
-  const dir = shortTempDir(t, 'rec-');
-  const found = await spawned;
-  while (!existsSync(found.qmpPath)) {
-    if (signal.aborted) throw new Error('gave up waiting for the QMP socket');
-    await sleep(2);
-  }
-  const rec = await recordQmp(found.qmpPath, dir);
-  const client = new QmpClient({ address: rec.address, commandTimeoutMs: COMMAND_TIMEOUT_MS, reconnect: { initialMs: 10, maxMs: 100 } });
-  const monitor = new ColoMonitor({ qmp: client, pollPeriodMs: RECORD_POLL_MS, stallAfterMs: STALL_AFTER_MS });
-  const w: Watch = { role: found.role, client, monitor, rec, pauses: [] };
-  monitor.on('checkpoint', (e) => w.pauses.push(e));
-  t.teardown(async () => {
-    monitor.stop();
-    await client.close();
-    await rec.close();
-  });
-  monitor.start();
-  client.connect().catch(() => undefined);
-  await client.waitUntilReady(10_000);
-  await onReady?.(client);
-  return w;
-}
-
-async function watchedPair(t: Test, colo: { checkpointDelayMs?: number }, onPrimaryReady?: (c: QmpClient) => Promise<void>) {
-  const ac = new AbortController();
-  const spawned = watchColoQemuSpawns({ qmpSocket: 2, signal: ac.signal });
-  const watches = Promise.all([attach(t, spawned.primary, ac.signal, onPrimaryReady), attach(t, spawned.secondary, ac.signal)]);
-  watches.catch(() => undefined);
-  let pair: ColoPair | undefined;
-  try {
-    pair = await startColoPairOrSkip(t, { colo });
-  } finally {
-    if (!pair) ac.abort();
-  }
-  if (!pair) return undefined;
-  const [primary, secondary] = await watches;
-  return { pair, primary, secondary };
-}
-
-function save(pair: ColoPair, w: Watch, scenario: string, extra: Record<string, unknown>): string {
-  const v = pair.version;
-  const name = `monitor-${scenario}-${w.role}-qemu-${v.major}.${v.minor}.${v.micro}`;
-  w.rec.save(`${FIXTURES}${name}.jsonl`);
-  const meta = {
-    scenario,
-    role: w.role,
-    qemu: v,
-    recordedBy: `test/colo/monitor-record.ts (colo-pair harness, -accel tcg, loopback; query-colo-status every ${RECORD_POLL_MS} ms)`,
-    monitor: { pollPeriodMs: RECORD_POLL_MS, stallAfterMs: STALL_AFTER_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS },
-    ...extra,
-    outcome: {
-      coloStarts: w.monitor.coloStarts,
-      checkpoints: w.monitor.checkpoints,
-      stalls: w.monitor.stalls,
-      pauses: w.pauses,
-      anomalies: w.monitor.anomalies,
-    },
-    format: '{dir: out (client to QEMU) | in (QEMU to client), t: ms since the recorder started, msg: the QMP JSON line}',
-  };
-  writeFileSync(`${FIXTURES}${name}.meta.json`, `${JSON.stringify(meta, null, 2)}\n`);
-  return name;
-}
+const watchedPair = (t: Test, colo: { checkpointDelayMs?: number }, onPrimaryReady?: (c: QmpClient) => Promise<void>) => watchPair(t, SETTINGS, colo, onPrimaryReady);
+const save = (pair: ColoPair, w: Watch, scenario: string, extra: Record<string, unknown>): string => saveTranscript(pair, w, SETTINGS, RECORDED_BY, scenario, extra);
 
 t.test('record: colo-start, x-checkpoint-delay 600000, primary running its guest', { skip }, async (t) => {
   const w = await watchedPair(t, {}, async (c) => {

@@ -21,19 +21,13 @@
  * `colo-start` (1), and for (2) `first-checkpoint` when the primary stalled at its first checkpoint
  * or `checkpoints-then-stall` when it completed some first: re-run until both have been seen.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { ColoMonitor } from '../../src/colo/monitor.js';
-import type { CheckpointEvent, ColoExitEvent, StallEvent } from '../../src/colo/monitor-events.js';
-import { QmpClient, QmpTimeoutError, type QmpEvent } from '../../src/qmp/index.js';
+import { QmpTimeoutError, type QmpClient } from '../../src/qmp/index.js';
 import { coloSupport } from '../helpers/colo-cmdline.js';
-import { watchColoQemuSpawns, type SpawnedColoQemu } from '../helpers/colo-spawn-watch.js';
-import { recordQmp, startColoPairOrSkip, type ColoPair, type ColoRole, type QmpRecorder } from '../helpers/colo-pair.js';
+import type { ColoPair } from '../helpers/colo-pair.js';
 import { qemuAvailable } from '../helpers/qemu.js';
-import { shortTempDir } from '../helpers/short-temp-dir.js';
+import { saveTranscript, watchedPair as watchPair, type Watch, type WatchSettings } from './monitor-watch.js';
 
-const FIXTURES = fileURLToPath(new URL('../fixtures/qmp-transcripts/', import.meta.url));
 const RECORD = process.env.COLO_RECORD_TRANSCRIPTS === '1';
 
 const avail = await qemuAvailable();
@@ -56,93 +50,19 @@ async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): 
   }
 }
 
-interface Watch {
-  role: ColoRole;
-  pid: number;
-  client: QmpClient;
-  monitor: ColoMonitor;
-  rec: QmpRecorder;
-  pauses: CheckpointEvent[];
-  stalls: StallEvent[];
-  cleared: Array<{ stoppedForMs: number }>;
-  exits: ColoExitEvent[];
-  events: QmpEvent[];
-}
-
-/**
- * Once the pair's QEMU for a side is spawned (`spawned`), connect a monitored QmpClient to its first
- * spare QMP socket through a recording tap. `onReady` runs once the session is up.
- */
-async function attachWhenSpawned(t: Test, spawned: Promise<SpawnedColoQemu>, signal: AbortSignal, onReady?: (c: QmpClient) => Promise<void>): Promise<Watch> {
-  const dir = shortTempDir(t, 'mon-');
-  const found = await spawned;
-  while (!existsSync(found.qmpPath)) {
-    if (signal.aborted) throw new Error('gave up waiting for the QMP socket');
-    await sleep(2);
-  }
-  const rec = await recordQmp(found.qmpPath, dir);
-  // Redial quickly: the socket file can exist a moment before QEMU listens on it.
-  const client = new QmpClient({ address: rec.address, commandTimeoutMs: COMMAND_TIMEOUT_MS, reconnect: { initialMs: 10, maxMs: 100 } });
-  const monitor = new ColoMonitor({ qmp: client, pollPeriodMs: POLL_PERIOD_MS, stallAfterMs: STALL_AFTER_MS });
-  const w: Watch = { role: found.role, pid: found.pid, client, monitor, rec, pauses: [], stalls: [], cleared: [], exits: [], events: [] };
-  monitor.on('checkpoint', (e) => w.pauses.push(e));
-  monitor.on('stalled', (e) => w.stalls.push(e));
-  monitor.on('stall-cleared', (e) => w.cleared.push(e));
-  monitor.on('colo-exit', (e) => w.exits.push(e));
-  client.on('event', (e) => w.events.push(e));
-  t.teardown(async () => {
-    monitor.stop();
-    await client.close();
-    await rec.close();
-  });
-  monitor.start();
-  client.connect().catch(() => undefined);
-  await client.waitUntilReady(10_000);
-  await onReady?.(client);
-  return w;
-}
+const SETTINGS: WatchSettings = { pollPeriodMs: POLL_PERIOD_MS, stallAfterMs: STALL_AFTER_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS };
 
 /** Start a pair while watching both sides from before the migration; undefined when skipped. */
 async function watchedPair(t: Test, colo: { checkpointDelayMs?: number }, onPrimaryReady?: (c: QmpClient) => Promise<void>) {
-  const ac = new AbortController();
-  const spawned = watchColoQemuSpawns({ qmpSocket: 2, signal: ac.signal });
-  const watches = Promise.all([attachWhenSpawned(t, spawned.primary, ac.signal, onPrimaryReady), attachWhenSpawned(t, spawned.secondary, ac.signal)]);
-  watches.catch(() => undefined);
-  let pair: ColoPair | undefined;
-  try {
-    pair = await startColoPairOrSkip(t, { colo });
-  } finally {
-    if (!pair) ac.abort();
-  }
-  if (!pair) return undefined;
-  const [primary, secondary] = await watches;
-  t.equal(primary.pid, pair.primary.pid, 'watching the pair primary');
-  t.equal(secondary.pid, pair.secondary.pid, 'watching the pair secondary');
-  return { pair, primary, secondary };
+  const w = await watchPair(t, SETTINGS, colo, onPrimaryReady);
+  if (!w) return undefined;
+  t.equal(w.primary.pid, w.pair.primary.pid, 'watching the pair primary');
+  t.equal(w.secondary.pid, w.pair.secondary.pid, 'watching the pair secondary');
+  return w;
 }
 
 function save(pair: ColoPair, w: Watch, scenario: string, extra: Record<string, unknown>): void {
-  if (!RECORD) return;
-  const v = pair.version;
-  const name = `monitor-${scenario}-${w.role}-qemu-${v.major}.${v.minor}.${v.micro}`;
-  w.rec.save(`${FIXTURES}${name}.jsonl`);
-  const meta = {
-    scenario,
-    role: w.role,
-    qemu: v,
-    recordedBy: 'test/colo/monitor.real.test.ts with COLO_RECORD_TRANSCRIPTS=1 (colo-pair harness, -accel tcg, loopback)',
-    monitor: { pollPeriodMs: POLL_PERIOD_MS, stallAfterMs: STALL_AFTER_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS },
-    ...extra,
-    outcome: {
-      coloStarts: w.monitor.coloStarts,
-      checkpoints: w.monitor.checkpoints,
-      stalls: w.monitor.stalls,
-      pauses: w.pauses,
-      anomalies: w.monitor.anomalies,
-    },
-    format: '{dir: out (client to QEMU) | in (QEMU to client), t: ms since the recorder started, msg: the QMP JSON line}',
-  };
-  writeFileSync(`${FIXTURES}${name}.meta.json`, `${JSON.stringify(meta, null, 2)}\n`);
+  if (RECORD) saveTranscript(pair, w, SETTINGS, 'test/colo/monitor.real.test.ts with COLO_RECORD_TRANSCRIPTS=1 (colo-pair harness, -accel tcg, loopback)', scenario, extra);
 }
 
 const NO_ANOMALIES = { duplicate: 0, 'stop-while-stopped': 0, 'resume-without-stop': 0, 'resume-before-stop': 0, 'unclassified-pause': 0 };
