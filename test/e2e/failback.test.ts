@@ -24,10 +24,10 @@ import t, { type Test } from 'tap';
 import { QmpClient } from '../../src/qmp/index.js';
 import { freshSecondaryCommand, startFreshSecondary, type FreshSecondary } from '../../src/qemu/colo-launch.js';
 import { agentState, killAllChildren, logMsg, requireBuiltCli, type AgentProcess, type LogPredicate } from '../helpers/agent-process.js';
-import { waitFailoverDone, type AgentStatusJson } from '../helpers/colo-agents.js';
+import { waitFailoverDone } from '../helpers/colo-agents.js';
 import { listBlockNodes, listObjects, queryColoStatus, queryStatus, type QmpTarget } from '../helpers/colo-pair.js';
 import { errorLines, scrapeSample } from '../helpers/observe.js';
-import { BRING_UP_HOST, startLabColoAgentsOrSkip, type LabColo, type PairHost } from '../lab/lab-colo.js';
+import { BRING_UP_HOST, startLabColoAgentsOrSkip, waitAgentStatuses, type LabColo, type PairHost } from '../lab/lab-colo.js';
 
 /** Bounds for a loaded 2-core machine, not targets. */
 const WAIT_MS = 30_000;
@@ -77,23 +77,6 @@ async function comeBackLaunching(t: Test, lc: LabColo, host: PairHost): Promise<
   qemu.connect().catch(() => undefined); // the socket appears once QEMU is up
   await qemu.waitUntilReady(WAIT_MS);
   return { qemu, agent, pid };
-}
-
-/** Polls `host`'s /status until `ok` holds: '' then, else at the timeout what it said last. */
-async function waitStatus(lc: LabColo, host: PairHost, ok: (s: AgentStatusJson) => boolean, timeoutMs: number): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const s = await lc.status(host);
-      if (ok(s)) return '';
-      last = `state ${s.state}, qemu ${s.qemu.status}, COLO mode ${s.qemu.colo.mode}`;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    if (Date.now() >= end) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function assertColo(t: Test, primary: QmpTarget, secondary: QmpTarget, what: string): Promise<void> {
@@ -172,7 +155,9 @@ if (requireBuiltCli(t)) {
     await lab.partition('a', 'b');
     since = survivor.cursor();
     const back = await comeBack(lc, 'a');
-    const seen = await waitStatus(lc, 'a', (s) => s.qemu.status === 'ready' && s.qemu.colo.mode === 'none', WAIT_MS);
+    const seen = await waitAgentStatuses(lc, WAIT_MS, ({ a }) =>
+      a.qemu.status === 'ready' && a.qemu.colo.mode === 'none' ? [] : [`a: state ${a.state}, qemu ${a.qemu.status}, COLO mode ${a.qemu.colo.mode}`],
+    );
     t.equal(seen, '', `a's agent sees its fresh QEMU (COLO mode none) before it hears b${seen ? `: ${seen}` : ''}`);
     t.notOk(back.agent.find(agentState('stale')), 'and is not stale yet');
     t.match(await queryStatus(back.qemu), { running: false }, 'the fresh secondary runs no guest');
