@@ -20,6 +20,7 @@
  * x-colo-lost-heartbeat has no such entry: "VM is not in COLO mode" does not prove that we sent it
  * (COLO may never have started), and treating it as done could promote a secondary with no valid VM.
  */
+import { hmpMessage } from './hmp-reply.js';
 
 /** What a step removes (or, for chardev-add, creates). */
 export type StepTarget =
@@ -62,8 +63,8 @@ export function existsText(target: StepTarget): string | undefined {
 /** True when QEMU's error says the target is already gone. `errorClass` is undefined for HMP output. */
 export function isMissingError(target: StepTarget, errorClass: string | undefined, desc: string): boolean {
   if (errorClass !== undefined && !CLASSES.includes(errorClass)) return false;
-  // HMP's text (no error class) gained an "Error: " prefix by 11.1: "Error: Device 'replication0' not found".
-  const text = errorClass === undefined ? desc.trim().replace(/^Error: /, '') : desc.trim();
+  // No error class: HMP's printed text (hmp-reply.ts).
+  const text = errorClass === undefined ? hmpMessage(desc) : desc.trim();
   return text === missingText(target);
 }
 

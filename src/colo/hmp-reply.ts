@@ -19,3 +19,8 @@ export function hmpSucceeded(text: string): boolean {
     .filter((l) => l !== '');
   return lines.every((l) => l === 'OK' || CLOSE_FLUSH_WARNING.test(l));
 }
+
+/** HMP's error text without the "Error: " prefix that 11.1 puts before it (7.2 prints the bare message). */
+export function hmpMessage(text: string): string {
+  return text.trim().replace(/^Error: /, '');
+}
