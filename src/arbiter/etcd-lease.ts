@@ -14,7 +14,8 @@
  * TTL is read from each answer; until the first one we use the TTL we asked for, which etcd never
  * shortens (it only raises it to its minimum).
  */
-import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
+import type { Etcd3, Lease } from 'etcd3';
+import { isLeaseInvalid } from './etcd-client.js';
 import type { Logger } from '../log.js';
 import type { Clock, TimerHandle } from '../util/clock.js';
 import { boundedCall, errorReason } from './etcd-call.js';
@@ -158,7 +159,7 @@ export class EtcdLeaseKeeper {
       },
       (err: unknown) => {
         if (this.stopped || this.lost) return;
-        if (err instanceof EtcdLeaseInvalidError) {
+        if (isLeaseInvalid(err)) {
           this.opts.onCall?.();
           this.markLost('etcd reports the lease expired or revoked');
           return;

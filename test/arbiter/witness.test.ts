@@ -12,8 +12,9 @@ import { WitnessServer, type WitnessVerdictEvent } from '../../src/arbiter/witne
 import type { HealthSummary } from '../../src/heartbeat/messages.js';
 import { sleep, until } from '../heartbeat/support.js';
 
-const INTERVAL = 20;
-const LEASE = 200;
+// A lease a few times longer than a scheduling stall on a loaded 2-core CI machine (200 ms was not).
+const INTERVAL = 50;
+const LEASE = 1000;
 
 interface Node {
   client: WitnessClient;
@@ -48,6 +49,9 @@ async function startNode(t: Test, name: string, role: 'primary' | 'secondary', w
   });
   t.teardown(() => node.client.close());
   await node.client.start();
+  // The witness counts a link up on our first heartbeat, the client only on the witness's answer
+  // to it: a request sent in between fails as "unreachable" (seen on a loaded machine).
+  await until(() => node.client.reachable(), 3000, `${name} reaches the witness`);
   return node;
 }
 
@@ -95,7 +99,7 @@ t.test('a primary that asks to continue is granted at once, and the stale second
   const b = await startNode(t, 'node-b', 'secondary', addressOf(w), key);
   await until(() => w.status().holder === 'node-a');
   const [ra, rb] = await Promise.all([ask(a, 'continue'), ask(b, 'takeover')]);
-  t.match(ra, { granted: true, epoch: 1 }, 'the primary wins when both ask');
+  t.match(ra, { granted: true, epoch: 1 }, `the primary wins when both ask (${JSON.stringify(ra)}; the secondary: ${JSON.stringify(rb)})`);
   t.match(rb, { granted: false }, 'the secondary loses');
   // The grant reaches the holder before it adopts the epoch: the lease is its own all along.
   a.epoch = 0;
