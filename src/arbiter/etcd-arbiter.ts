@@ -32,13 +32,13 @@
  * compare-and-write, so it races safely with a peer's takeover.
  */
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IKeyValue, IRequestOp, Watcher } from 'etcd3';
+import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type IRequestOp, type Watcher } from 'etcd3';
 import { silentLogger, type Logger } from '../log.js';
 import { Backoff } from '../util/backoff.js';
 import { systemClock, type Clock, type TimerHandle } from '../util/clock.js';
 import type { Arbiter, ArbiterEvents, ArbitrationRequest, ArbitrationResult } from './arbiter.js';
 import { boundedCall, errorReason, pause } from './etcd-call.js';
-import { createEtcdClient, isLeaseInvalid } from './etcd-client.js';
+import { createEtcdClient } from './etcd-client.js';
 import { EtcdArbiterClosedError, EtcdArbiterOptionsError, EtcdEpochRecordInvalidError } from './etcd-errors.js';
 import { decodeEpochRecord, encodeEpochRecord, etcdPairKeys, type EpochRecord, type EtcdPairKeys } from './etcd-keys.js';
 import { EtcdLeaseKeeper } from './etcd-lease.js';
@@ -91,8 +91,6 @@ export class EtcdArbiter extends EventEmitter<ArbiterEvents> implements Arbiter 
   private watchRetryTimer: TimerHandle | undefined;
   private pollTimer: TimerHandle | undefined;
   private closed = false;
-  /** start() is waiting for the etcd3 module (loaded on the first client). */
-  private starting = false;
   private isReachable = false;
   /** The highest epoch etcd has shown us (starts at ours): 'epoch' fires above it. */
   private seenEpoch = -1;
@@ -131,14 +129,8 @@ export class EtcdArbiter extends EventEmitter<ArbiterEvents> implements Arbiter 
    * cannot be reached: reachable() stays false and the poll keeps trying.
    */
   async start(): Promise<void> {
-    if (this.client || this.closed || this.starting) return;
-    this.starting = true;
-    const client = await createEtcdClient(this.opts.endpoints).finally(() => (this.starting = false));
-    if (this.closed) {
-      client.close();
-      return;
-    }
-    this.client = client;
+    if (this.client || this.closed) return;
+    this.client = createEtcdClient(this.opts.endpoints);
     this.seenEpoch = this.opts.epoch();
     this.startWatch();
     await this.tick();
@@ -275,7 +267,7 @@ export class EtcdArbiter extends EventEmitter<ArbiterEvents> implements Arbiter 
           if (err instanceof EtcdEpochRecordInvalidError) return { granted: false, retryable: true, reason: err.message };
           lastError = err;
           this.noteFailure(err);
-          if (isLeaseInvalid(err)) {
+          if (err instanceof EtcdLeaseInvalidError) {
             // The lease we tried to bind is gone at etcd: drop it, a new one comes next round.
             if (fresh && !this.holderLease?.alive) fresh.markLost('etcd no longer knows it');
             else this.holderLease?.markLost('etcd no longer knows it');
@@ -521,7 +513,7 @@ export class EtcdArbiter extends EventEmitter<ArbiterEvents> implements Arbiter 
 
   /** An error that says etcd did not answer (not one where it answered "no"). */
   private noteFailure(err: unknown): void {
-    if (isLeaseInvalid(err) || err instanceof EtcdEpochRecordInvalidError) {
+    if (err instanceof EtcdLeaseInvalidError || err instanceof EtcdEpochRecordInvalidError) {
       this.setReachable(true);
       return;
     }

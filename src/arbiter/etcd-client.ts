@@ -9,13 +9,7 @@
  * - The watch reconnect backoff (up to 30 s) is capped at 2 s, so epoch changes are seen soon
  *   after etcd returns (the arbiter's poll covers the gap meanwhile).
  */
-import type { Etcd3, IOptions } from 'etcd3';
-
-/**
- * etcd3 (and gRPC under it) loaded on the first client only: about 8 MB of an agent's RSS, which
- * agents with `arbiter.mode` none or witness never need (measured with npm run bench:footprint).
- */
-let etcd3: typeof import('etcd3') | undefined;
+import { Etcd3, type IOptions } from 'etcd3';
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
 type HostPolicy = ReturnType<NonNullable<FaultHandling['host']>>;
@@ -41,9 +35,8 @@ function cappedBackoff(initialMs: number, maxMs: number, attempt = 0): WatchBack
   };
 }
 
-export async function createEtcdClient(endpoints: string[]): Promise<Etcd3> {
-  etcd3 ??= await import('etcd3');
-  return new etcd3.Etcd3({
+export function createEtcdClient(endpoints: string[]): Etcd3 {
+  return new Etcd3({
     hosts: endpoints,
     faultHandling: {
       host: () => passThroughPolicy(),
@@ -55,9 +48,4 @@ export async function createEtcdClient(endpoints: string[]): Promise<Etcd3> {
       'grpc.max_reconnect_backoff_ms': 1000,
     },
   });
-}
-
-/** etcd3's "this lease is gone" error. Only a client from createEtcdClient raises it: by then the module is loaded. */
-export function isLeaseInvalid(err: unknown): boolean {
-  return etcd3 !== undefined && err instanceof etcd3.EtcdLeaseInvalidError;
 }

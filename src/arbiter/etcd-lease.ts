@@ -14,8 +14,7 @@
  * TTL is read from each answer; until the first one we use the TTL we asked for, which etcd never
  * shortens (it only raises it to its minimum).
  */
-import type { Etcd3, Lease } from 'etcd3';
-import { isLeaseInvalid } from './etcd-client.js';
+import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
 import type { Logger } from '../log.js';
 import type { Clock, TimerHandle } from '../util/clock.js';
 import { boundedCall, errorReason } from './etcd-call.js';
@@ -159,7 +158,7 @@ export class EtcdLeaseKeeper {
       },
       (err: unknown) => {
         if (this.stopped || this.lost) return;
-        if (isLeaseInvalid(err)) {
+        if (err instanceof EtcdLeaseInvalidError) {
           this.opts.onCall?.();
           this.markLost('etcd reports the lease expired or revoked');
           return;
