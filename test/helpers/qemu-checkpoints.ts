@@ -66,9 +66,14 @@ export class QemuCheckpointLog {
 
 /**
  * Calls `freeze` (e.g. SIGSTOP to a QEMU) synchronously inside the handler of the next STOP event
- * `watched` emits: that QEMU is then inside a checkpoint, its guest stopped, and, since our reaction
- * (well under a millisecond) is far shorter than a checkpoint's pause (tens of ms), it stays
- * stopped until thawed. Resolves with that STOP; rejects after timeoutMs without one.
+ * `watched` emits, so that it lands at the start of that checkpoint's pause (our reaction is about
+ * a millisecond, a pause tens of ms). Resolves with that STOP; rejects after timeoutMs without one.
+ *
+ * Which side to watch (measured on 11.1.3, transcripts monitor-first-checkpoint-*-qemu-11.1.3): the
+ * secondary stops first, at the checkpoint request, and the primary ~1 ms later, once the secondary
+ * has replied; then the primary sends its state and waits for the secondary to load it. Freezing
+ * the secondary at the primary's STOP leaves both stopped until it is thawed; at its own STOP it is
+ * frozen before it replies, and the primary keeps running (waiting for the reply, no STOP).
  */
 export function freezeAtNextStop(watched: QmpClient, freeze: () => void, timeoutMs: number): Promise<QmpEvent> {
   return new Promise((resolve, reject) => {
