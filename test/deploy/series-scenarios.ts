@@ -27,7 +27,7 @@ import { freshSecondaryCommand } from '../../src/qemu/colo-launch.js';
 import { cutMgmtLink, maintenance, restoreMgmtLink, sendWrongKeyHello, type Scope } from './series-lab.js';
 import type { SeriesFixture } from './series-fixture.js';
 import { checkpointSupport } from '../helpers/colo-cmdline.js';
-import { freezeAtNextStop, QemuCheckpointLog } from '../helpers/qemu-checkpoints.js';
+import { atNextStop, QemuCheckpointLog } from '../helpers/qemu-checkpoints.js';
 
 const WAIT_MS = 30_000;
 const RESUME_WAIT_MS = 120_000;
@@ -352,7 +352,7 @@ export const SCENARIOS: Scenario[] = [
         await ctx.hold(10);
         ctx.note(`checkpoints flow: the primary QEMU ran ${log.pauses().pauses.length} in 10 s`);
         const secondary = pair.side('secondary');
-        await freezeAtNextStop(pair.side('primary').qmp, () => secondary.kill('SIGSTOP'), WAIT_MS);
+        await atNextStop(pair.side('primary').qmp, () => secondary.kill('SIGSTOP'), WAIT_MS);
         ctx.mark('frozen');
         await ctx.hold(60);
         ctx.mark('thawed');

@@ -2,7 +2,7 @@
  * A checkpoint stalled on purpose (issue 15): a real COLO pair on the lab of separate hosts, both
  * agents attached (colo.checkpointStallMs 2000), checkpoints flowing at x-checkpoint-delay 300 ms,
  * then the secondary QEMU frozen (SIGSTOP) the moment the primary emits the STOP of a checkpoint
- * (freezeAtNextStop says why that moment): both guests stay stopped, the primary's waiting for the
+ * (atNextStop says why that moment): both guests stay stopped, the primary's waiting for the
  * frozen secondary to load the checkpoint. Both agents must export colo_agent_checkpoint_stalled 1 (one stall counted,
  * the checkpoint still in progress); thawed (SIGCONT), the checkpoint completes (QEMU's own stamps
  * show a pause at least as long as the freeze), the gauges go back to 0 and checkpoints flow again.
@@ -17,7 +17,7 @@ import { killAllChildren, requireBuiltCli, sleep } from '../helpers/agent-proces
 import { checkpointSupport, HARNESS_CHECKPOINT_DELAY_MS } from '../helpers/colo-cmdline.js';
 import { queryColoStatus, type ColoRole } from '../helpers/colo-pair.js';
 import { scrapeUntil } from '../helpers/exposition.js';
-import { freezeAtNextStop, pauseFrom, QemuCheckpointLog } from '../helpers/qemu-checkpoints.js';
+import { atNextStop, pauseFrom, QemuCheckpointLog } from '../helpers/qemu-checkpoints.js';
 import { qemuAvailable } from '../helpers/qemu.js';
 import { BRING_UP_HOST, startLabColoAgentsOrSkip } from '../lab/lab-colo.js';
 
@@ -51,7 +51,7 @@ if (requireBuiltCli(t)) {
     const flowing = await scrapeUntil(metricsOf('primary'), (x) => x.value('colo_agent_checkpoints_total') >= 3, WAIT_MS);
     t.ok(flowing.value('colo_agent_checkpoints_total') >= 3, `checkpoints flow (${flowing.value('colo_agent_checkpoints_total')} counted by the primary agent)`);
 
-    const stop = await freezeAtNextStop(pair.primary.qmp, () => pair.secondary.kill('SIGSTOP'), WAIT_MS);
+    const stop = await atNextStop(pair.primary.qmp, () => pair.secondary.kill('SIGSTOP'), WAIT_MS);
     const frozenAt = performance.now();
     const countAtFreeze = new Map<ColoRole, number>();
     for (const role of roles) {

@@ -65,9 +65,10 @@ export class QemuCheckpointLog {
 
 
 /**
- * Calls `freeze` (e.g. SIGSTOP to a QEMU) synchronously inside the handler of the next STOP event
- * `watched` emits, so that it lands at the start of that checkpoint's pause (our reaction is about
- * a millisecond, a pause tens of ms). Resolves with that STOP; rejects after timeoutMs without one.
+ * Calls `act` (a SIGSTOP to a QEMU, a host's power loss) synchronously inside the handler of the
+ * next STOP event `watched` emits, so that it lands at the start of that checkpoint's pause (our
+ * reaction is about a millisecond, a pause tens of ms). Resolves with that STOP; rejects after
+ * timeoutMs without one.
  *
  * Which side to watch (measured on 11.1.3, transcripts monitor-first-checkpoint-*-qemu-11.1.3): the
  * secondary stops first, at the checkpoint request, and the primary ~1 ms later, once the secondary
@@ -75,17 +76,17 @@ export class QemuCheckpointLog {
  * the secondary at the primary's STOP leaves both stopped until it is thawed; at its own STOP it is
  * frozen before it replies, and the primary keeps running (waiting for the reply, no STOP).
  */
-export function freezeAtNextStop(watched: QmpClient, freeze: () => void, timeoutMs: number): Promise<QmpEvent> {
+export function atNextStop(watched: QmpClient, act: () => void, timeoutMs: number): Promise<QmpEvent> {
   return new Promise((resolve, reject) => {
     const onEvent = (e: QmpEvent) => {
       if (e.event !== 'STOP') return;
-      freeze();
+      act();
       done();
       resolve(e);
     };
     const timer = setTimeout(() => {
       done();
-      reject(new Error(`no STOP within ${timeoutMs} ms: no checkpoint to freeze in`));
+      reject(new Error(`no STOP within ${timeoutMs} ms: no checkpoint to act in`));
     }, timeoutMs);
     const done = () => {
       clearTimeout(timer);
