@@ -10,13 +10,14 @@
  * Units are base units (seconds, bytes); timestamps are Unix seconds. Label values come from
  * small fixed sets, or pass through a LabelLimiter that folds anything past a cap into `other`.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgentState } from '../agent.js';
 import type { NodeRole } from '../config/types.js';
 import type { DetectorState } from '../heartbeat/detector.js';
 import { REJECT_REASONS } from '../heartbeat/errors.js';
 import { COLO_MODES } from '../heartbeat/messages.js';
 import { SEQUENCE_NAMES } from '../colo/sequences.js';
+import { collectDefinedDefaultMetrics } from './default-metrics.js';
 import type { MetricName } from './names.js';
 
 // Exhaustive by construction: adding a state to the type without adding it here fails to compile.
@@ -283,7 +284,7 @@ export class AgentMetrics {
     this.qemuLaunchGaveUp = gauge('colo_agent_qemu_launch_gave_up', 'qemu.launch: 1 once the restart budget (qemu.launch.maxRestarts per restartWindowMs) is spent and no more launches follow until the agent restarts.');
 
     if (opts.defaultMetrics !== false) {
-      collectDefaultMetrics({ register: this.registry });
+      collectDefinedDefaultMetrics(this.registry);
       // Gauges with a counter's suffix (promtool flags them); nodejs_active_{handles,requests,
       // resources}{type} carry the same numbers per type.
       for (const name of LINT_FAILING_DEFAULT_METRICS) this.registry.removeSingleMetric(name);

@@ -3,8 +3,9 @@
  * something on a node without QEMU (build info, epoch, arbitration verdicts, links). Names come
  * from names.ts, the same contract as the agents'.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import type { WitnessServer } from '../arbiter/witness-server.js';
+import { collectDefinedDefaultMetrics } from './default-metrics.js';
 import { ARBITRATION_ACTIONS, ARBITRATION_RESULTS, LabelLimiter } from './registry.js';
 
 export class WitnessMetrics {
@@ -36,7 +37,7 @@ export class WitnessMetrics {
     const linkUp = new Gauge({ name: 'colo_agent_link_up', help: 'Witness side: 1 while the heartbeat link from an agent is established.', labelNames: ['link'], registers });
     witness.links.on('link-up', (e) => linkUp.set({ link: this.links.label(e.link) }, 1));
     witness.links.on('link-down', (e) => linkUp.set({ link: this.links.label(e.link) }, 0));
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    if (opts.defaultMetrics !== false) collectDefinedDefaultMetrics(this.registry);
   }
 
   text(): Promise<string> {

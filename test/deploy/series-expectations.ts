@@ -103,6 +103,14 @@ export const EXPECTATIONS: Record<string, SeriesExpectation> = {
       { alert: 'ColoReplicationNotRunning', instance: 'a', marker: 'stalled' },
     ],
   },
+  // Recorded on 11.1: both guests stop in the frozen checkpoint, so both agents report it. Neither QEMU
+  // answers QMP while it is stuck (COLO mode unknown on a and b, ~57 s), under ColoReplicationNotRunning's 2m.
+  'checkpoint-stall-frozen-secondary': {
+    fires: [
+      { alert: 'ColoCheckpointStalled', instance: 'a', marker: 'frozen' },
+      { alert: 'ColoCheckpointStalled', instance: 'b', marker: 'frozen' },
+    ],
+  },
   'replication-stopped': {
     fires: [{ alert: 'ColoReplicationNotRunning', instance: 'a', marker: 'colo-stopped' }],
   },

@@ -10,7 +10,8 @@
  * Faults (their alert must fire): host power loss, the network faults (one heartbeat link down,
  * wrong-key frames, the witness down), an isolated primary (lease, stale epoch), a partition
  * without an arbiter (split brain), a failover that fails, a fence that fails, a QEMU that is lost
- * and whose relaunch keeps failing, a stalled checkpoint, and replication stopped by hand.
+ * and whose relaunch keeps failing, a stalled checkpoint (7.2's deadlock; on 11.1 a secondary frozen
+ * inside a checkpoint), and replication stopped by hand.
  *
  * The holds after each fault are the rules' `for:` plus some: the recording shows the state long
  * enough for the alert to fire on real samples (the generated tests also hold the final state for
@@ -25,6 +26,8 @@ import { TrialLab } from '../campaign/lab-phases.js';
 import { freshSecondaryCommand } from '../../src/qemu/colo-launch.js';
 import { cutMgmtLink, maintenance, restoreMgmtLink, sendWrongKeyHello, type Scope } from './series-lab.js';
 import type { SeriesFixture } from './series-fixture.js';
+import { checkpointSupport } from '../helpers/colo-cmdline.js';
+import { atNextStop, QemuCheckpointLog } from '../helpers/qemu-checkpoints.js';
 
 const WAIT_MS = 30_000;
 const RESUME_WAIT_MS = 120_000;
@@ -326,6 +329,40 @@ export const SCENARIOS: Scenario[] = [
         .catch(() => ctx.note('a never logged a stalled checkpoint'));
       ctx.mark('stalled');
       await ctx.hold(80);
+    },
+  },
+  {
+    name: 'checkpoint-stall-frozen-secondary',
+    kind: 'fault',
+    arbiter: 'witness',
+    description:
+      'QEMU 11.1 (checkpoints complete under TCG); steady (colo.checkpointStallMs 2000); x-checkpoint-delay 300 ms on the primary: ' +
+      'checkpoints flow; the secondary QEMU frozen (SIGSTOP) at the STOP the primary emits for a checkpoint, so both guests stay stopped in it; 60 s; ' +
+      'thawed (SIGCONT): the checkpoint completes and checkpoints flow again; 40 s',
+    async run(ctx) {
+      const { pair } = ctx.lc;
+      const can = checkpointSupport(pair.version);
+      if (!can.ok) throw new Error(can.reason);
+      await startSteady(ctx, ['colo.checkpointStallMs=2000']);
+      await ctx.hold(10);
+      ctx.mark('checkpoint-delay');
+      const log = new QemuCheckpointLog(pair.side('primary').qmp);
+      try {
+        await pair.side('primary').qmp.execute('migrate-set-parameters', { 'x-checkpoint-delay': 300 });
+        await ctx.hold(10);
+        ctx.note(`checkpoints flow: the primary QEMU ran ${log.pauses().pauses.length} in 10 s`);
+        const secondary = pair.side('secondary');
+        await atNextStop(pair.side('primary').qmp, () => secondary.kill('SIGSTOP'), WAIT_MS);
+        ctx.mark('frozen');
+        await ctx.hold(60);
+        ctx.mark('thawed');
+        secondary.kill('SIGCONT');
+        await ctx.hold(40);
+        ctx.note(`the primary QEMU's longest pause: ${Math.max(...log.pauses().pauses.map((p) => p.pauseUs / 1000))} ms`);
+      } finally {
+        log.close();
+        pair.side('secondary').kill('SIGCONT');
+      }
     },
   },
   {

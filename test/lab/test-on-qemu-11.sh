@@ -13,5 +13,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 qemu=$(test/lab/qemu-11.sh)
 echo "tests on QEMU 11: $("$qemu" --version | head -n 1) ($qemu)"
-files=(test/colo/*.real.test.ts test/e2e/{failback,failover,planned-stop,separate-hosts,split-brain,split-brain-trials}.test.ts)
+files=(test/colo/*.real.test.ts test/e2e/{failback,failover,planned-stop,separate-hosts,split-brain,split-brain-trials,checkpoint-metrics,checkpoint-stall,failover-during-checkpoint}.test.ts)
 COLO_TEST_QEMU=$qemu exec npx tap "${files[@]}" "$@"
